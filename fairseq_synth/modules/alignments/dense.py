@@ -1,0 +1,47 @@
+"""Dense Synthesizer (paper section 3.1): each token predicts its own row of alignment logits.
+
+B[i] = W2 relu(W1 x_i + b1) + b2, per head: W1 maps the model width to the head width (all heads
+at once, like a query projection, C*C parameters) and W2 maps each head's hidden vector to L
+logits (C*L parameters). There is no token-token interaction: row i depends on x_i alone.
+Key j of a sentence takes column j, its position within that sentence.
+"""
+
+import torch
+from torch import nn
+
+from . import register_alignment
+from .base import Alignment, AlignmentConfig, select_key_positions
+
+
+class PerHeadTwoLayer(nn.Module):
+    """x (T, B, C) -> relu(W1 x + b1) per head -> W2 per head -> (B, H, T, out_dim)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, out_dim: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.hidden = nn.Linear(embed_dim, embed_dim)
+        self.out_weight = nn.Parameter(torch.empty(num_heads, self.head_dim, out_dim))
+        self.out_bias = nn.Parameter(torch.zeros(num_heads, 1, out_dim))
+        nn.init.xavier_uniform_(self.hidden.weight, gain=2 ** -0.5)
+        nn.init.xavier_uniform_(self.out_weight)
+
+    def forward(self, x):
+        tgt_len, bsz, _ = x.shape
+        hidden = torch.relu(self.hidden(x))
+        hidden = hidden.view(tgt_len, bsz * self.num_heads, self.head_dim).transpose(0, 1)
+        hidden = hidden.view(bsz, self.num_heads, tgt_len, self.head_dim)  # (B, H, T, D)
+        return torch.matmul(hidden, self.out_weight.unsqueeze(0)) + self.out_bias  # (B, H, T, out)
+
+
+@register_alignment("dense")
+class DenseAlignment(Alignment):
+    def __init__(self, cfg: AlignmentConfig):
+        super().__init__(cfg)
+        self.rows = PerHeadTwoLayer(cfg.embed_dim, cfg.num_heads, cfg.max_len)
+
+    def forward(self, query, keys, src_len, query_positions=None, key_positions=None):
+        return select_key_positions(self.rows(query), src_len, key_positions)
+
+    def extra_repr(self):
+        return f"heads={self.num_heads}, max_len={self.max_len}"

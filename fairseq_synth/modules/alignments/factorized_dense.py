@@ -1,0 +1,42 @@
+"""Factorized Dense Synthesizer (paper section 3.3): a row of length L = a * b from a + b values.
+
+Token i predicts A_i (a values) and B_i (b values) per head; its row is the outer product
+A_i[p] * B_i[q] laid out at column p * b + q, i.e. A tiled over blocks of b (H_A) times B tiled
+across the a blocks (H_B), multiplied elementwise as in the paper.
+"""
+
+from . import register_alignment
+from .base import Alignment, AlignmentConfig, select_key_positions
+from .dense import PerHeadTwoLayer
+
+
+def default_dense_factors(max_len: int):
+    """The most balanced (a, b) with a * b == max_len and a <= b."""
+    a = max(d for d in range(1, int(max_len ** 0.5) + 1) if max_len % d == 0)
+    return a, max_len // a
+
+
+@register_alignment("factorized_dense")
+class FactorizedDenseAlignment(Alignment):
+    def __init__(self, cfg: AlignmentConfig):
+        super().__init__(cfg)
+        self.factors = cfg.dense_factors or default_dense_factors(cfg.max_len)
+        a, b = self.factors
+        if a * b != cfg.max_len:
+            raise ValueError(
+                f"--synth-dense-factors {a},{b} multiply to {a * b}, not to --synth-max-len "
+                f"{cfg.max_len}; choose a,b with a*b = {cfg.max_len} "
+                f"(e.g. {','.join(map(str, default_dense_factors(cfg.max_len)))})"
+            )
+        # One shared hidden layer, then a + b outputs per head (split below).
+        self.rows = PerHeadTwoLayer(cfg.embed_dim, cfg.num_heads, a + b)
+
+    def forward(self, query, keys, src_len, query_positions=None, key_positions=None):
+        a, b = self.factors
+        factors = self.rows(query)  # (B, H, T, a + b)
+        outer = factors[..., :a, None] * factors[..., None, a:]  # (B, H, T, a, b)
+        rows = outer.flatten(-2)  # (B, H, T, L), column p * b + q
+        return select_key_positions(rows, src_len, key_positions)
+
+    def extra_repr(self):
+        return f"heads={self.num_heads}, max_len={self.max_len}, factors={self.factors}"
