@@ -1,0 +1,1 @@
+from . import synth_transformer, architectures  # noqa: F401 (registers models, then presets)
