@@ -12,11 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Padding bias for the fused kernel: large enough that exp() underflows to exactly zero, finite
-# so that no row becomes all -inf (which would give NaN).
-_PAD_BIAS = {torch.float32: -1e8, torch.float16: -1e4, torch.bfloat16: -1e8}
-
-
 def additive_mask(attn_mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     if attn_mask is None or attn_mask.dtype != torch.bool:
         return attn_mask if attn_mask is None else attn_mask.to(dtype)
@@ -97,7 +92,8 @@ def fused_attention(queries, keys, values, bias, attn_mask, key_padding_mask, dr
     """Dot product plus a synthetic bias through ``scaled_dot_product_attention``.
 
     queries are already scaled (and weighted by their mixture weight); bias is (H, T, S),
-    (B, H, T, S) or None. Rows must not be fully padded (the caller checks).
+    (B, H, T, S) or None. No example may be fully padded (the caller checks): a row of -inf
+    would give NaN.
     """
     dtype = queries.dtype
     mask = bias.to(dtype) if bias is not None else None
@@ -105,7 +101,8 @@ def fused_attention(queries, keys, values, bias, attn_mask, key_padding_mask, dr
         extra = additive_mask(attn_mask, dtype)
         mask = extra if mask is None else mask + extra
     if key_padding_mask is not None:
-        padding = key_padding_mask[:, None, None, :].to(dtype) * _PAD_BIAS[dtype]
+        padding = torch.zeros(key_padding_mask.shape, dtype=dtype, device=queries.device)
+        padding = padding.masked_fill(key_padding_mask, float("-inf"))[:, None, None, :]
         mask = padding if mask is None else mask + padding
     out = F.scaled_dot_product_attention(
         queries, keys, values, attn_mask=mask, dropout_p=dropout_p, scale=1.0

@@ -1,0 +1,102 @@
+"""Test helpers (fairseq's own tests/utils.py is not installed): toy data, CLI runs, models.
+
+Models are built the way fairseq-train builds them: arguments parsed by fairseq's parser with
+``--user-dir``, the architecture looked up in fairseq's registry, the model built by the task.
+"""
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from fairseq import options, tasks
+from fairseq.data import Dictionary
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = str(REPO / "fairseq_synth")
+BIN = Path(sys.executable).parent
+
+# Small sizes that keep every architecture's structure (2 layers, 4 heads).
+TINY_ARGS = [
+    "--encoder-layers", "2", "--decoder-layers", "2",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+    "--synth-max-len", "24", "--dropout", "0.0",
+]
+
+LETTERS = "abcdefghijklmnop"
+
+
+def write_reversal_corpus(directory: Path, n_train=2000, n_valid=100, n_test=100, seed=0,
+                          min_len=3, max_len=10):
+    """A learnable toy translation task: the target is the source reversed."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, size in [("train", n_train), ("valid", n_valid), ("test", n_test)]:
+        with open(directory / f"{split}.src", "w") as src, open(directory / f"{split}.tgt", "w") as tgt:
+            for _ in range(size):
+                words = [rng.choice(LETTERS) for _ in range(rng.randint(min_len, max_len))]
+                src.write(" ".join(words) + "\n")
+                tgt.write(" ".join(reversed(words)) + "\n")
+    return directory
+
+
+def run_cli(tool: str, *args, env=None, check=True, timeout=900,
+            input=None) -> subprocess.CompletedProcess:
+    """Run a fairseq console script of this venv (``input`` goes to its stdin); on failure
+    raise with its output."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{tool} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def preprocess_reversal(directory: Path) -> Path:
+    write_reversal_corpus(directory)
+    run_cli("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
+            "--trainpref", directory / "train", "--validpref", directory / "valid",
+            "--testpref", directory / "test", "--destdir", directory / "bin",
+            "--joined-dictionary", "--workers", "1")
+    return directory / "bin"
+
+
+def toy_dictionary(size=20) -> Dictionary:
+    dictionary = Dictionary()
+    for i in range(size):
+        dictionary.add_symbol(f"w{i}")
+    return dictionary
+
+
+
+def build_translation_model(arch: str, extra=(), dictionary=None):
+    """Build ``arch`` through fairseq's argument parser and model registry."""
+    dictionary = dictionary or toy_dictionary()
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, ["/dev/null", "--user-dir", USER_DIR, "--task", "translation", "--arch", arch,
+                 "--source-lang", "src", "--target-lang", "tgt", *extra]
+    )
+    task = tasks.get_task("translation")(args, dictionary, dictionary)
+    torch.manual_seed(0)
+    return task.build_model(args), dictionary
+
+
+def build_lm_model(arch: str, extra=(), dictionary=None):
+    """Build a language model ``arch`` through fairseq's parser and registry."""
+    dictionary = dictionary or toy_dictionary()
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, ["/dev/null", "--user-dir", USER_DIR, "--task", "language_modeling",
+                 "--arch", arch, *extra]
+    )
+    task = tasks.get_task("language_modeling")(args, dictionary, dictionary)
+    torch.manual_seed(0)
+    return task.build_model(args), dictionary

@@ -1,0 +1,163 @@
+"""synth_transformer through fairseq's registry: every architecture, masking, decoding."""
+
+import pytest
+import torch
+from fairseq import options
+from fairseq.models import ARCH_MODEL_REGISTRY, ARCH_CONFIG_REGISTRY
+
+from helpers import TINY_ARGS, USER_DIR, build_translation_model
+
+import fairseq_synth  # noqa: F401 (registers the architectures)
+from fairseq_synth.models.architectures import FAIRSEQ_PRESETS, VARIANTS, preset_names
+
+SYNTH_ARCHS = sorted(a for a, m in ARCH_MODEL_REGISTRY.items() if m.__name__ == "SynthTransformerModel")
+SPEC_ARCHS = {spec: f"synth_{variant}_base" for variant, spec in VARIANTS.items()}
+PAD = 1
+
+
+def test_every_variant_and_preset_is_registered():
+    expected = {name for name, _, _ in preset_names()} | {"synth_transformer"}
+    assert expected == set(SYNTH_ARCHS)
+    for variant in ("random", "fixed_random", "dense", "factorized_random", "factorized_dense",
+                    "random_vanilla", "dense_vanilla"):
+        for preset in ("iwslt_de_en", "wmt_en_de", "wmt_en_de_big", "wmt_en_fr"):
+            assert f"transformer_synth_{variant}_{preset}" in SYNTH_ARCHS
+        assert {f"synth_{variant}_base", f"synth_{variant}_big"} <= set(SYNTH_ARCHS)
+
+
+def preset_args(arch):
+    parser = options.get_training_parser()
+    return options.parse_args_and_arch(
+        parser, ["/dev/null", "--user-dir", USER_DIR, "--task", "translation", "--arch", arch]
+    )
+
+
+@pytest.mark.parametrize("suffix", sorted(FAIRSEQ_PRESETS))
+def test_presets_chain_to_fairseq_sizes(suffix):
+    fairseq_arch = {"wmt_en_fr": "transformer"}.get(suffix, f"transformer_{suffix}")
+    reference = preset_args(fairseq_arch)
+    ARCH_CONFIG_REGISTRY[fairseq_arch](reference)
+    for variant, spec in VARIANTS.items():
+        args = preset_args(f"transformer_synth_{variant}_{suffix}")
+        ARCH_CONFIG_REGISTRY[f"transformer_synth_{variant}_{suffix}"](args)
+        for size in ("encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_layers",
+                     "encoder_attention_heads", "decoder_embed_dim", "dropout",
+                     "attention_dropout"):
+            assert getattr(args, size) == getattr(reference, size), (variant, size)
+        assert args.encoder_synthesizer == args.decoder_synthesizer == spec
+        assert args.synth_max_len == 256
+
+
+def test_command_line_overrides_preset():
+    args = preset_args("synth_random_base")
+    args.decoder_synthesizer = "dense+vanilla"
+    ARCH_CONFIG_REGISTRY["synth_random_base"](args)
+    assert (args.encoder_synthesizer, args.decoder_synthesizer) == ("random", "dense+vanilla")
+
+
+@pytest.mark.parametrize("arch", SYNTH_ARCHS)
+def test_every_architecture_builds_and_runs(arch):
+    model, dictionary = build_translation_model(arch, TINY_ARGS)
+    src = torch.randint(4, len(dictionary), (2, 6))
+    out, _ = model(src, torch.tensor([6, 6]), src)
+    assert out.shape == (2, 6, len(dictionary))
+    assert model.max_positions() == (24, 24)
+
+
+def model_for(spec):
+    model, dictionary = build_translation_model(
+        "synth_transformer", TINY_ARGS + ["--encoder-synthesizer", spec,
+                                          "--decoder-synthesizer", spec]
+    )
+    return model.eval(), dictionary
+
+
+SPECS = list(VARIANTS.values()) + ["vanilla"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_source_padding_invariance(spec):
+    """A source translates the same alone and left-padded in a batch (fairseq's default)."""
+    model, dictionary = model_for(spec)
+    torch.manual_seed(1)
+    short = torch.randint(4, len(dictionary), (1, 5))
+    long = torch.randint(4, len(dictionary), (1, 9))
+    batch = torch.cat([torch.cat([torch.full((1, 4), PAD), short], 1), long])
+    prev = torch.randint(4, len(dictionary), (1, 7))
+    with torch.no_grad():
+        alone = model.encoder(short, torch.tensor([5]))["encoder_out"][0]
+        padded = model.encoder(batch, torch.tensor([5, 9]))["encoder_out"][0]
+        torch.testing.assert_close(padded[4:, 0], alone[:, 0], atol=1e-5, rtol=1e-5)
+        logits_alone, _ = model(short, torch.tensor([5]), prev)
+        logits_batch, _ = model(batch, torch.tensor([5, 9]), prev.repeat(2, 1))
+    torch.testing.assert_close(logits_batch[0], logits_alone[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_decoder_causality(spec):
+    model, dictionary = model_for(spec)
+    src = torch.randint(4, len(dictionary), (2, 6))
+    prev = torch.randint(4, len(dictionary), (2, 8))
+    changed = prev.clone()
+    changed[:, 5:] = torch.randint(4, len(dictionary), (2, 3))
+    with torch.no_grad():
+        out, _ = model(src, torch.tensor([6, 6]), prev)
+        out_changed, _ = model(src, torch.tensor([6, 6]), changed)
+    torch.testing.assert_close(out[:, :5], out_changed[:, :5], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_incremental_decoding_equals_full_forward(spec):
+    """fairseq's decoder step by step, as SequenceGenerator runs it: two left-padded sources
+    with two beams each, hypotheses reordered within their beams half way."""
+    model, dictionary = model_for(spec)
+    src = torch.randint(4, len(dictionary), (2, 6))
+    src[1, :2] = PAD
+    src, src_lengths = src.repeat_interleave(2, 0), torch.tensor([6, 6, 4, 4])
+    prev = torch.randint(4, len(dictionary), (4, 9))
+    with torch.no_grad():
+        encoder_out = model.encoder(src, src_lengths)
+        full, _ = model.decoder(prev, encoder_out)
+        state = {}
+        order = torch.tensor([1, 1, 3, 2])  # beam search may also duplicate a hypothesis
+        steps = []
+        for t in range(prev.size(1)):
+            if t == 5:
+                model.decoder.reorder_incremental_state_scripting(state, order)
+                prev, full = prev[order], full[order]
+                steps = [s[order] for s in steps]
+            step, _ = model.decoder(prev[:, : t + 1], encoder_out, incremental_state=state)
+            steps.append(step)
+        # After the reorder, the recomputed full forward of the new prefixes must agree too.
+        full_after, _ = model.decoder(prev, encoder_out)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full_after[:, 5:], full[:, 5:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_gradients_reach_every_trainable_parameter(spec):
+    model, dictionary = model_for(spec)
+    model.train()
+    src = torch.randint(4, len(dictionary), (2, 6))
+    src[0, :2] = PAD
+    prev = torch.randint(4, len(dictionary), (2, 7))
+    out, _ = model(src, torch.tensor([4, 6]), prev)
+    out.logsumexp(-1).sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    fixed = [n for n, _ in model.named_buffers() if "fixed_random" in n]
+    assert bool(fixed) == ("fixed_random" in spec)
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s != "vanilla"])
+def test_too_long_source_names_the_option(spec):
+    model, dictionary = model_for(spec)
+    src = torch.randint(4, len(dictionary), (1, 25))
+    with pytest.raises(ValueError, match="--synth-max-len"):
+        model(src, torch.tensor([25]), src[:, :3])
+
+
+def test_unknown_synthesizer_fails_at_build_with_valid_names():
+    with pytest.raises(ValueError, match="valid parts are"):
+        build_translation_model("synth_transformer", TINY_ARGS + ["--encoder-synthesizer",
+                                                                  "rnadom"])
