@@ -33,7 +33,8 @@ if ! have fairseq-fixed 0.12.3.1; then
   pip_install --no-build-isolation --no-deps "fairseq-fixed==0.12.3.1"
 fi
 
-if ! "$PY" -c "import fairseq_synth" 2>/dev/null; then
+# -P: do not put the current directory on sys.path, so the check sees only what is installed.
+if ! (cd / && "$PY" -P -c "import fairseq_synth") 2>/dev/null; then
   pip_install --no-build-isolation --no-deps -e "$ROOT"
 fi
-"$PY" -c "import torch, fairseq, fairseq_synth; print('[setup] ok: torch', torch.__version__, '| fairseq', fairseq.__version__)"
+(cd / && "$PY" -P -c "import torch, fairseq, fairseq_synth; print('[setup] ok: torch', torch.__version__, '| fairseq', fairseq.__version__)")

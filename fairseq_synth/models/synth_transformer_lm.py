@@ -3,7 +3,7 @@
     fairseq-train DATA --task language_modeling --user-dir fairseq_synth \
         --arch transformer_lm_synth_random_gbw --tokens-per-sample 256 ...
     fairseq-train DATA --task language_modeling --user-dir fairseq_synth \
-        --arch transformer_lm_synth_dense_vanilla_tiny --decoder-synthesizer dense+vanilla ...
+        --arch transformer_lm_synth_random_tiny --decoder-synthesizer factorized_dense+vanilla ...
 
 Presets, one per entry of ``architectures.VARIANTS`` (the paper's variants and mixtures):
 
@@ -19,14 +19,16 @@ positions; the model then reports ``min(--tokens-per-sample, --synth-max-len)`` 
 ``max_positions``, so keep ``--tokens-per-sample`` within ``--synth-max-len``.
 """
 
+import logging
 from argparse import Namespace
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from fairseq import options
 from fairseq.models import register_model, register_model_architecture
-from fairseq.models.transformer import DEFAULT_MAX_TARGET_POSITIONS, TransformerConfig
+from fairseq.models.transformer import TransformerConfig
 from fairseq.models.transformer_lm import (
+    DEFAULT_MAX_TARGET_POSITIONS,
     TransformerLanguageModel,
     TransformerLanguageModelConfig,
     transformer_lm_baevski_gbw,
@@ -41,8 +43,12 @@ from .synth_layers import (
     add_synthesizer_args,
     check_synthesizer_args,
     synthesizer_defaults,
+    synthesizer_max_positions,
 )
 
+logger = logging.getLogger(__name__)
+
+# The synthesizer defaults of the translation model, for the dataclass below.
 _DEFAULTS = Namespace()
 synthesizer_defaults(_DEFAULTS)
 
@@ -76,7 +82,8 @@ SYNTH_FIELDS = [f.name for f in fields(SynthTransformerLanguageModelConfig)
 
 def synth_lm_defaults(args):
     """Synthesizer options of a config that no preset filled (``--arch synth_transformer_lm``)."""
-    args.decoder_synthesizer = safe_getattr(args, "decoder_synthesizer", "random")
+    if getattr(args, "decoder_synthesizer", None) is None:  # also on a dataclass instance
+        args.decoder_synthesizer = "random"
     synthesizer_defaults(args)
 
 
@@ -90,6 +97,20 @@ def decoder_config(args) -> TransformerConfig:
     for name in SYNTH_FIELDS:
         setattr(cfg, name, getattr(args, name))
     return cfg
+
+
+def warn_if_blocks_too_long(args):
+    """fairseq skips samples longer than max_positions; with --sample-break-mode none, all."""
+    limit = synthesizer_max_positions(
+        args.decoder_synthesizer, args.synth_max_len, args.max_target_positions
+    )
+    if limit < args.max_target_positions:
+        logger.warning(
+            f"{args.max_target_positions} target positions (--tokens-per-sample or "
+            f"--max-target-positions) exceed --synth-max-len {args.synth_max_len} of the "
+            f"{args.decoder_synthesizer!r} synthesizer: fairseq will skip longer samples; lower "
+            f"--tokens-per-sample or raise --synth-max-len"
+        )
 
 
 @register_model("synth_transformer_lm", dataclass=SynthTransformerLanguageModelConfig)
@@ -118,6 +139,7 @@ class SynthTransformerLanguageModel(TransformerLanguageModel):
             args.max_target_positions = safe_getattr(
                 args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS
             )
+        warn_if_blocks_too_long(args)
         if args.tie_adaptive_weights:
             assert args.adaptive_input
             assert args.adaptive_input_factor == args.adaptive_softmax_factor
