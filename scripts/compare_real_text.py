@@ -118,9 +118,9 @@ def train(task, name, arch_flags, args, out: Path):
     log = run([BIN / "fairseq-train", *train_flags(task, data, save_dir, args.minutes, args.seed),
                *arch_flags, *synth_flags(arch_flags), *size_flags(task)],
               out / "logs" / f"train_{task}_{name}.log")
-    updates = re.findall(r'"num_updates": "(\d+)"', log)
+    updates = re.findall(r'"(?:valid_)?num_updates": "(\d+)"', log)
     return {
-        "params": int(re.search(r"num\. trained: (\d+)", log).group(1)),
+        "params": int(re.search(r"num\. trained: ([\d,]+)", log).group(1).replace(",", "")),
         "updates": int(updates[-1]) if updates else 0,
         "wall_s": round(time.time() - started, 1),
         "curve": validation_curve(log),
