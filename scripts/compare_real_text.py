@@ -57,8 +57,8 @@ def size_flags(task: str):
     sides = ["decoder"] if task == "lm" else ["encoder", "decoder"]
     flags = []
     for side in sides:
-        flags += [f"--{side}-layers", "3", f"--{side}-embed-dim", "256",
-                  f"--{side}-ffn-embed-dim", "1024", f"--{side}-attention-heads", "4"]
+        flags += [f"--{side}-layers", "3", f"--{side}-embed-dim", "128",
+                  f"--{side}-ffn-embed-dim", "512", f"--{side}-attention-heads", "4"]
     return flags
 
 
@@ -70,10 +70,10 @@ def synth_flags(arch_flags):
 def train_flags(task: str, data: Path, save_dir: Path, minutes: float, seed: int):
     common = [data, "--save-dir", save_dir, "--cpu", "--seed", seed, "--log-format", "json",
               "--log-interval", "10", "--stop-time-hours", minutes / 60,
-              "--validate-interval-updates", "100", "--no-epoch-checkpoints",
+              "--validate-interval-updates", "50", "--no-epoch-checkpoints",
               "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
-              "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200",
-              "--dropout", "0.1", "--weight-decay", "0.0001", "--max-tokens", "4096",
+              "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100",
+              "--dropout", "0.1", "--weight-decay", "0.0001", "--max-tokens", "2048",
               "--skip-invalid-size-inputs-valid-test", "--num-workers", "0",
               *EVERY_SENTENCE]
     if task == "translation":
@@ -131,6 +131,9 @@ def train(task, name, arch_flags, args, out: Path):
 def score_translation(result, args, out, name):
     log = run([BIN / "fairseq-generate", args.data / "bin", "--user-dir", USER_DIR,
                "--path", result["checkpoint"], "--beam", "4", "--batch-size", "64", "--cpu",
+               # An undertrained model babbles to fairseq's default 200 tokens; verses are
+               # similar in length across languages, so bound outputs at 1.5 x source + 10.
+               "--max-len-a", "1.5", "--max-len-b", "10",
                "--bpe", "sentencepiece", "--sentencepiece-model", args.data / "bpe" / "spm.model",
                "--scoring", "sacrebleu", "--skip-invalid-size-inputs-valid-test", *EVERY_SENTENCE],
               out / "logs" / f"generate_{name}.log")
