@@ -26,10 +26,38 @@ def to_time_major(out: Tensor) -> Tensor:
     return out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, heads * head_dim)
 
 
-def masked_softmax(logits: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
-    """Softmax over the last dim of (B, H, T, S) float logits; rows with no key give zeros."""
+def has_empty_rows(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> bool:
+    """True when some query row (of some example) has every key masked.
+
+    Checked on the small masks, (T, S) and (B, S), never on (B, H, T, S) logits: the number of
+    keys row t of example b sees is (real keys of b) @ (keys row t allows)^T.
+    """
+    if attn_mask is None and key_padding_mask is None:
+        return False
+    allowed = None
+    if attn_mask is not None:
+        allowed = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask != float("-inf")
+    if key_padding_mask is None:
+        return bool((~allowed.any(dim=-1)).any())
+    real = (~key_padding_mask).to(torch.float32)  # (B, S)
+    if allowed is None:
+        return bool((real.sum(dim=1) == 0).any())
+    visible = torch.matmul(real, allowed.to(torch.float32).t())  # (B, T)
+    return bool((visible == 0).any())
+
+
+def masked_softmax(logits: Tensor, key_padding_mask: Optional[Tensor],
+                   empty_rows: bool = True) -> Tensor:
+    """Softmax over the last dim of (B, H, T, S) float logits; rows with no key give zeros.
+
+    With ``empty_rows=False`` (the caller checked with ``has_empty_rows``) this is torch's fused
+    softmax; otherwise a max-shifted softmax whose fully masked rows give zeros and finite
+    gradients instead of NaN.
+    """
     if key_padding_mask is not None:
         logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+    if not empty_rows:
+        return torch.softmax(logits, dim=-1)
     row_max = logits.amax(dim=-1, keepdim=True).detach()
     row_max = row_max.masked_fill(torch.isinf(row_max), 0.0)
     exp = torch.exp(logits - row_max)
@@ -44,7 +72,7 @@ def materialized_attention(logits, values, attn_mask, key_padding_mask, dropout)
     logits = logits.float()
     if attn_mask is not None:
         logits = logits + additive_mask(attn_mask, logits.dtype)
-    probs = masked_softmax(logits, key_padding_mask)
+    probs = masked_softmax(logits, key_padding_mask, has_empty_rows(attn_mask, key_padding_mask))
     out = torch.matmul(dropout(probs).to(values.dtype), values)
     return to_time_major(out), probs
 
@@ -88,15 +116,36 @@ def shared_alignment_attention(logits, values, attn_mask, key_padding_mask) -> O
     return out.permute(1, 2, 0, 3).reshape(tgt_len, bsz, heads * head_dim)
 
 
+def shared_rows_attention(logits: Tensor, values: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+    """Incremental decoding without padding: shared logits (H, T, S) for the newest T queries.
+
+    One softmax of (H, T, S) serves the batch; it meets the cached values (B, H, S, D) in one
+    broadcast matmul, without the per-example (B, H, T, S) logits of the general path.
+    """
+    logits = logits.float()
+    if attn_mask is not None:
+        logits = logits + additive_mask(attn_mask, logits.dtype)
+    probs = torch.softmax(logits, dim=-1).to(values.dtype)
+    return to_time_major(torch.matmul(probs, values))  # (H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+
+
 def fused_attention(queries, keys, values, bias, attn_mask, key_padding_mask, dropout_p):
     """Dot product plus a synthetic bias through ``scaled_dot_product_attention``.
 
     queries are already scaled (and weighted by their mixture weight); bias is (H, T, S),
-    (B, H, T, S) or None. No example may be fully padded (the caller checks): a row of -inf
-    would give NaN.
+    (B, H, T, S) or None. No row may have every key masked (the caller checks): it would give
+    NaN. torch's fused (flash) CPU kernel takes a 4-D additive mask that needs no gradient; a
+    trainable bias in training falls back to torch's math kernel, which still fuses the masking
+    and softmax.
     """
     dtype = queries.dtype
-    mask = bias.to(dtype) if bias is not None else None
+    mask = None
+    if bias is not None:
+        mask = bias.to(dtype)
+        if not torch.is_grad_enabled():
+            mask = mask.detach()  # a trainable bias keeps SDPA off its flash kernel
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(0)  # (1, H, T, S): SDPA's flash kernel wants a 4-D mask
     if attn_mask is not None:
         extra = additive_mask(attn_mask, dtype)
         mask = extra if mask is None else mask + extra

@@ -29,6 +29,14 @@ from .padding import (
 )
 
 
+def shared_rows(alignment, first: int, tgt_len: int, src_len: int) -> Tensor:
+    """Rows first..first+T-1 (keys 0..S-1) of an input-independent alignment, (H, T, S)."""
+    rows = getattr(alignment, "shared_rows", None)
+    if rows is not None:
+        return rows(first, tgt_len, src_len)
+    return alignment.shared_logits(first + tgt_len, src_len)[:, first:]
+
+
 @with_incremental_state
 class SynthesizerAttention(nn.Module):
     """Self-attention whose alignment is synthesized (and optionally mixed with dot product).
@@ -120,7 +128,7 @@ class SynthesizerAttention(nn.Module):
             key_padding_mask = key_padding_mask.to(torch.bool)
         if incremental_state is not None:
             out, probs = self._forward_step(
-                query, key_padding_mask, incremental_state, attn_mask
+                query, key_padding_mask, incremental_state, attn_mask, need_weights
             )
         else:
             out, probs = self._forward_full(query, key_padding_mask, attn_mask, need_weights)
@@ -158,60 +166,94 @@ class SynthesizerAttention(nn.Module):
 
     def _attend(self, query, key_padding_mask, attn_mask, need_weights):
         """Full-sequence attention with identity positions: returns (T, B, C), probs or None."""
-        tgt_len = query.size(0)
-        values = self._split_heads(self.v_proj(query))
+        values = self._split_heads(self.v_proj(query))  # (B, H, T, D)
+        keys = None if self.key_alignment is None else self.key_alignment.project_keys(query)
+        return self._attend_parts(query, keys, values, 0, attn_mask, key_padding_mask,
+                                  need_weights)
+
+    def _attend_parts(self, query, keys, values, first, attn_mask, key_padding_mask,
+                      need_weights):
+        """Queries at positions first..first+T-1 over keys 0..S-1: (T, B, C), probs or None."""
         weights = self.mixture_weights()
+        parts = self._synthetic_parts(query, first, values.size(2), weights)
+        if not need_weights:
+            out = self._fast_paths(query, keys, values, parts, weights, first, attn_mask,
+                                   key_padding_mask)
+            if out is not None:
+                return out, None
+        logits = self._combined_logits(query, keys, parts, weights)
+        return kernels.materialized_attention(
+            logits, values, attn_mask, key_padding_mask, self.dropout_module
+        )
+
+    def _synthetic_parts(self, query, first: int, src_len: int, weights):
+        """Weighted logits of the synthetic parts for queries at positions first..first+T-1 and
+        keys at 0..S-1: (shared (H, T, S) or None, per_example (B, H, T, S) or None)."""
+        tgt_len, bsz, _ = query.shape
         shared, per_example = None, None
         for name, alignment in self.alignments.items():
             if alignment is self.key_alignment:
                 continue
             weight = weights[name]
             if alignment.input_dependent:
-                logits = alignment(query, None, tgt_len)
+                positions = None  # identity
+                if first > 0:
+                    positions = torch.arange(first, src_len, device=query.device).expand(bsz, -1)
+                logits = alignment(query, None, src_len, positions, None)
                 logits = logits if weight is None else logits * weight
                 per_example = logits if per_example is None else per_example + logits
             else:
-                logits = alignment.shared_logits(tgt_len, tgt_len)
+                logits = shared_rows(alignment, first, tgt_len, src_len)
                 logits = logits if weight is None else logits * weight
                 shared = logits if shared is None else shared + logits
+        return shared, per_example
 
-        dropout_active = self.dropout_module.training and self.dropout_module.p > 0
-        no_empty_rows = key_padding_mask is None or bool((~key_padding_mask).any(dim=1).all())
-        if self.key_alignment is None and per_example is None and not need_weights:
-            # Random variants only. Dropout needs per-example masks, so it takes the general path.
-            if not dropout_active:
-                out = kernels.shared_alignment_attention(
-                    shared, values, attn_mask, key_padding_mask
-                )
-                if out is not None:
-                    return out, None
-        elif self.key_alignment is not None and not need_weights and no_empty_rows:
-            weight = weights["vanilla"]
-            queries = self.key_alignment.project_queries(query)
-            queries = queries if weight is None else queries * weight.to(queries.dtype)
-            bias = shared if per_example is None else (
-                per_example if shared is None else per_example + shared
-            )
-            out = kernels.fused_attention(
-                queries,
-                self.key_alignment.project_keys(query),
-                values,
-                bias,
-                attn_mask,
-                key_padding_mask,
-                self.dropout_module.p if self.dropout_module.training else 0.0,
-            )
-            return out, None
+    def _fast_paths(self, query, keys, values, parts, weights, first, attn_mask, key_padding_mask):
+        """Attention output (T, B, C) through a kernel that avoids per-example logits, or None
+        when none applies (then the caller materializes (B, H, T, S) logits).
 
-        logits = self._mixed_logits(query, None, tgt_len, None, None)
-        return kernels.materialized_attention(
-            logits, values, attn_mask, key_padding_mask, self.dropout_module
+        - Random variants alone: one (H, T, S) softmax shared by the batch (never per example);
+        - mixtures with dot product: torch's scaled_dot_product_attention with the synthetic
+          logits as its additive bias.
+        Neither returns attention weights; the shared kernel needs no attention dropout (its
+        masks are per example), the fused one no row whose every key is masked (it gives NaN).
+        """
+        shared, per_example = parts
+        dropout_p = self.dropout_module.p if self.dropout_module.training else 0.0
+        if self.key_alignment is None and per_example is None:
+            if dropout_p > 0:
+                return None
+            if first > 0:  # decoding steps (no padding): rows of the cached values
+                if kernels.has_empty_rows(attn_mask, None):
+                    return None
+                return kernels.shared_rows_attention(shared, values, attn_mask)
+            return kernels.shared_alignment_attention(shared, values, attn_mask, key_padding_mask)
+        if self.key_alignment is None or kernels.has_empty_rows(attn_mask, key_padding_mask):
+            return None
+        weight = weights["vanilla"]
+        queries = self.key_alignment.project_queries(query)
+        queries = queries if weight is None else queries * weight.to(queries.dtype)
+        bias = shared if per_example is None else (
+            per_example if shared is None else per_example + shared
+        )
+        return kernels.fused_attention(
+            queries, keys, values, bias, attn_mask, key_padding_mask, dropout_p
         )
 
+    def _combined_logits(self, query, keys, parts, weights) -> Tensor:
+        """sum_i w_i B_i as (B, H, T, S) from the synthetic parts and the dot product, if any."""
+        shared, total = parts
+        if self.key_alignment is not None:
+            dot = self.key_alignment(query, keys, keys.size(2))
+            weight = weights["vanilla"]
+            dot = dot if weight is None else dot * weight
+            total = dot if total is None else total + dot
+        if shared is not None:
+            total = shared.expand(query.size(1), -1, -1, -1) if total is None else total + shared
+        return total
+
     def _mixed_logits(self, query, keys, src_len, query_positions, key_positions) -> Tensor:
-        """sum_i w_i B_i as (B, H, T, S), every part evaluated per example."""
-        if keys is None and self.key_alignment is not None:
-            keys = self.key_alignment.project_keys(query)
+        """sum_i w_i B_i as (B, H, T, S), every part evaluated per example at given positions."""
         total = None
         for name, weight in self.mixture_weights().items():
             logits = self.alignments[name](query, keys, src_len, query_positions, key_positions)
@@ -219,7 +261,7 @@ class SynthesizerAttention(nn.Module):
             total = logits if total is None else total + logits
         return total
 
-    def _forward_step(self, query, key_padding_mask, incremental_state, attn_mask):
+    def _forward_step(self, query, key_padding_mask, incremental_state, attn_mask, need_weights):
         """Incremental decoding: query holds the newest step(s); keys/values are cached.
 
         A pure synthesizer caches only values; a mixture with dot product also caches keys.
@@ -240,17 +282,23 @@ class SynthesizerAttention(nn.Module):
                 keys = torch.cat([saved["prev_key"], keys], dim=2)
         padding = self._step_padding(saved.get("prev_key_padding_mask"), key_padding_mask,
                                      bsz, src_len, tgt_len, query.device)
-
-        key_positions = sentence_positions(padding, bsz, src_len, query.device)
-        query_positions = key_positions[:, src_len - tgt_len:]
-        logits = self._mixed_logits(query, keys, src_len, query_positions, key_positions)
         if tgt_len > 1 and attn_mask is None:
             # Several new steps at once: they must not see each other's future.
             attn_mask = torch.ones(tgt_len, src_len, dtype=torch.bool, device=query.device)
             attn_mask = attn_mask.triu(src_len - tgt_len + 1)
-        out, probs = kernels.materialized_attention(
-            logits, values, attn_mask, padding, self.dropout_module
-        )
+
+        # Without padding (fairseq's SequenceGenerator never pads the target), key j sits at
+        # position j and the new queries at S-T..S-1: rows of shared alignments serve the batch.
+        if padding is None:
+            out, probs = self._attend_parts(query, keys, values, src_len - tgt_len, attn_mask,
+                                            None, need_weights)
+        else:
+            key_positions = sentence_positions(padding, bsz, src_len, query.device)
+            query_positions = key_positions[:, src_len - tgt_len:]
+            logits = self._mixed_logits(query, keys, src_len, query_positions, key_positions)
+            out, probs = kernels.materialized_attention(
+                logits, values, attn_mask, padding, self.dropout_module
+            )
 
         saved["prev_value"] = values
         if keys is not None:

@@ -4,6 +4,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ...checkpoint_compat import check_alignment_shapes
+
 
 @dataclass
 class AlignmentConfig:
@@ -50,6 +52,12 @@ class Alignment(nn.Module):
         key_positions: Optional[Tensor] = None,
     ) -> Tensor:
         raise NotImplementedError
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint of another --synth-max-len: a clear error naming the option instead of
+        # torch's size mismatch (checkpoint_compat.py). Children are checked here too.
+        check_alignment_shapes(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def select_key_positions(rows: Tensor, src_len: int, key_positions: Optional[Tensor]) -> Tensor:

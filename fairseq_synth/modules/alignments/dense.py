@@ -14,7 +14,12 @@ from .base import Alignment, AlignmentConfig, select_key_positions
 
 
 class PerHeadTwoLayer(nn.Module):
-    """x (T, B, C) -> relu(W1 x + b1) per head -> W2 per head -> (B, H, T, out_dim)."""
+    """x (T, B, C) -> relu(W1 x + b1) per head -> W2 per head -> (B, H, T, out_dim).
+
+    Both layers are one batched product each: W1 for all heads at once (a (C, C) linear), then
+    W2 as one (H, T*B, D) @ (H, D, out) baddbmm that also adds b2, read straight from the
+    hidden layer's memory (no per-example copy of W2, no copy of the hidden layer).
+    """
 
     def __init__(self, embed_dim: int, num_heads: int, out_dim: int):
         super().__init__()
@@ -28,10 +33,10 @@ class PerHeadTwoLayer(nn.Module):
 
     def forward(self, x):
         tgt_len, bsz, _ = x.shape
-        hidden = torch.relu(self.hidden(x))
-        hidden = hidden.view(tgt_len, bsz * self.num_heads, self.head_dim).transpose(0, 1)
-        hidden = hidden.view(bsz, self.num_heads, tgt_len, self.head_dim)  # (B, H, T, D)
-        return torch.matmul(hidden, self.out_weight.unsqueeze(0)) + self.out_bias  # (B, H, T, out)
+        hidden = torch.relu(self.hidden(x))  # (T, B, H * D)
+        hidden = hidden.view(tgt_len * bsz, self.num_heads, self.head_dim).transpose(0, 1)
+        out = torch.baddbmm(self.out_bias.to(hidden.dtype), hidden, self.out_weight)  # (H, T*B, out)
+        return out.view(self.num_heads, tgt_len, bsz, -1).permute(2, 0, 1, 3)  # (B, H, T, out)
 
 
 @register_alignment("dense")

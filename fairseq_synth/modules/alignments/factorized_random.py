@@ -25,8 +25,12 @@ class FactorizedRandomAlignment(Alignment):
         self.right = nn.Parameter(torch.randn(cfg.num_heads, cfg.max_len, self.rank) * std)
 
     def shared_logits(self, tgt_len, src_len):
-        # (H, T, k) @ (H, k, S) -> (H, T, S)
-        return torch.matmul(self.left[:, :tgt_len], self.right[:, :src_len].transpose(1, 2))
+        return self.shared_rows(0, tgt_len, src_len)
+
+    def shared_rows(self, first, tgt_len, src_len):
+        """Rows first..first+T-1 over keys 0..S-1: (H, T, k) @ (H, k, S) -> (H, T, S)."""
+        left = self.left[:, first:first + tgt_len]
+        return torch.matmul(left, self.right[:, :src_len].transpose(1, 2))
 
     def forward(self, query, keys, src_len, query_positions=None, key_positions=None):
         if query_positions is None and key_positions is None:

@@ -34,6 +34,10 @@ class RandomAlignment(Alignment):
     def shared_logits(self, tgt_len: int, src_len: int) -> Tensor:
         return self.matrix()[:, :tgt_len, :src_len]
 
+    def shared_rows(self, first: int, tgt_len: int, src_len: int) -> Tensor:
+        """Rows first..first+T-1 over keys 0..S-1, (H, T, S): the newest steps of decoding."""
+        return self.matrix()[:, first:first + tgt_len, :src_len]
+
     def forward(self, query, keys, src_len, query_positions=None, key_positions=None):
         if query_positions is None and key_positions is None:
             shared = self.shared_logits(query.size(0), src_len)

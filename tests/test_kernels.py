@@ -1,0 +1,143 @@
+"""The fast paths of attention_kernels / SynthesizerAttention agree with the general path."""
+
+import itertools
+
+import pytest
+import torch
+
+from fairseq_synth.modules import ALIGNMENT_REGISTRY, SynthesizerAttention
+from fairseq_synth.modules import attention_kernels as kernels
+from fairseq_synth.modules.synthesizer_attention import shared_rows
+
+MIXTURES = ["random+vanilla", "dense+vanilla", "random+dense", "factorized_random+vanilla",
+            "factorized_dense+random+vanilla"]
+SPECS = sorted(ALIGNMENT_REGISTRY) + MIXTURES
+EMBED, HEADS, MAX_LEN = 16, 4, 12
+
+
+def make(spec):
+    torch.manual_seed(0)
+    attention = SynthesizerAttention(EMBED, HEADS, spec, MAX_LEN)
+    if attention.mixture_logits is not None:
+        torch.nn.init.normal_(attention.mixture_logits)
+    return attention.eval()
+
+
+def decode(attention, x, chunks, padded):
+    """Feed x (T, B, C) in chunks of new steps; ``padded`` passes an all-False padding mask,
+    which sends every step through the general (position-gathering) path."""
+    state, outs, start = {}, [], 0
+    for size in chunks:
+        query = x[start:start + size]
+        mask = torch.zeros(x.size(1), size, dtype=torch.bool) if padded else None
+        out, _ = attention(query, query, query, key_padding_mask=mask, incremental_state=state,
+                           need_weights=False)
+        outs.append(out)
+        start += size
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("chunks", [[1] * 7, [3, 1, 2, 1]])
+def test_unpadded_steps_match_general_steps_and_full(spec, chunks):
+    attention = make(spec)
+    x = torch.randn(7, 3, EMBED)
+    fast = decode(attention, x, chunks, padded=False)
+    general = decode(attention, x, chunks, padded=True)
+    full, _ = attention(x, x, x, attn_mask=torch.triu(torch.full((7, 7), float("-inf")), 1),
+                        need_weights=False)
+    torch.testing.assert_close(fast, general, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["random", "fixed_random", "factorized_random"])
+def test_shared_rows_are_rows_of_the_shared_logits(spec):
+    alignment = make(spec).alignments[spec]
+    full = alignment.shared_logits(MAX_LEN, 9)
+    torch.testing.assert_close(shared_rows(alignment, 4, 3, 9), full[:, 4:7])
+
+
+def brute_force_empty_rows(attn_mask, key_padding_mask, bsz, tgt_len, src_len):
+    masked = torch.zeros(bsz, tgt_len, src_len, dtype=torch.bool)
+    if attn_mask is not None:
+        blocked = attn_mask if attn_mask.dtype == torch.bool else torch.isinf(attn_mask)
+        masked |= blocked
+    if key_padding_mask is not None:
+        masked |= key_padding_mask[:, None, :]
+    return bool(masked.all(dim=-1).any())
+
+
+def test_has_empty_rows_matches_brute_force():
+    torch.manual_seed(0)
+    causal = torch.triu(torch.full((5, 5), float("-inf")), 1)
+    blocked_row = torch.zeros(5, 5).index_fill_(0, torch.tensor([2]), float("-inf"))
+    right_padded = torch.tensor([[False] * 5, [False, False, True, True, True]])
+    left_padded = right_padded.flip(1)
+    fully_padded = torch.tensor([[False] * 5, [True] * 5])
+    masks = [None, causal, causal.isinf(), blocked_row]
+    paddings = [None, right_padded, left_padded, fully_padded]
+    for attn_mask, padding in itertools.product(masks, paddings):
+        expected = brute_force_empty_rows(attn_mask, padding, 2, 5, 5)
+        assert kernels.has_empty_rows(attn_mask, padding) == expected, (attn_mask, padding)
+
+
+def test_native_softmax_equals_the_careful_one_without_empty_rows():
+    logits = torch.randn(2, 3, 4, 5) * 30
+    padding = torch.tensor([[False, False, True, True, True], [False] * 5])
+    torch.testing.assert_close(kernels.masked_softmax(logits, padding, empty_rows=False),
+                               kernels.masked_softmax(logits, padding, empty_rows=True))
+
+
+@pytest.mark.parametrize("spec", ["random+vanilla", "dense+vanilla", "vanilla"])
+def test_fused_path_without_grad_matches_general_path(spec):
+    """Under no_grad the bias is detached, so SDPA can take its flash kernel."""
+    attention = make(spec)
+    x = torch.randn(9, 3, EMBED)
+    padding = torch.stack([torch.arange(9) < 9 - n for n in (9, 4, 6)])
+    with torch.no_grad():
+        fast, _ = attention(x, x, x, key_padding_mask=padding, need_weights=False)
+        general, _ = attention(x, x, x, key_padding_mask=padding, need_weights=True)
+    real = ~padding.t()
+    torch.testing.assert_close(fast[real], general[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["dense", "factorized_dense"])
+def test_dense_rows_equal_per_head_reference(spec):
+    """The batched two-layer network equals W2_h relu(W1 x + b1)_h + b2_h head by head."""
+    rows = make(spec).alignments[spec].rows
+    x = torch.randn(6, 2, EMBED)
+    hidden = torch.relu(rows.hidden(x)).view(6, 2, HEADS, EMBED // HEADS)  # (T, B, H, D)
+    expected = torch.stack([
+        hidden[:, :, h] @ rows.out_weight[h] + rows.out_bias[h] for h in range(HEADS)
+    ], dim=0).permute(2, 0, 1, 3)  # (H, T, B, out) -> (B, H, T, out)
+    torch.testing.assert_close(rows(x), expected)
+
+
+@pytest.mark.parametrize("spec, kernel", [
+    ("random", "shared_rows_attention"), ("factorized_random", "shared_rows_attention"),
+    ("random+vanilla", "fused_attention"), ("dense+vanilla", "fused_attention"),
+])
+def test_decoding_steps_take_the_fast_kernels(spec, kernel, monkeypatch):
+    calls = []
+    original = getattr(kernels, kernel)
+    monkeypatch.setattr(kernels, kernel, lambda *a, **k: calls.append(1) or original(*a, **k))
+    attention = make(spec)
+    x = torch.randn(4, 2, EMBED)
+    decode(attention, x, [1, 1, 1, 1], padded=False)
+    assert len(calls) >= 3  # every step after the first
+
+
+@pytest.mark.parametrize("spec, kernel", [
+    ("random", "shared_alignment_attention"), ("fixed_random", "shared_alignment_attention"),
+    ("factorized_random", "shared_alignment_attention"), ("random+vanilla", "fused_attention"),
+    ("dense+vanilla", "fused_attention"),
+])
+def test_full_forward_takes_the_fast_kernels(spec, kernel, monkeypatch):
+    calls = []
+    original = getattr(kernels, kernel)
+    monkeypatch.setattr(kernels, kernel, lambda *a, **k: calls.append(1) or original(*a, **k))
+    attention = make(spec).train()
+    x = torch.randn(6, 2, EMBED)
+    padding = torch.tensor([[False] * 6, [True, True] + [False] * 4])
+    attention(x, x, x, key_padding_mask=padding, need_weights=False)[0].sum().backward()
+    assert calls
