@@ -161,3 +161,35 @@ def test_unknown_synthesizer_fails_at_build_with_valid_names():
     with pytest.raises(ValueError, match="valid parts are"):
         build_translation_model("synth_transformer", TINY_ARGS + ["--encoder-synthesizer",
                                                                   "rnadom"])
+
+
+def test_beam_search_skipping_unchanged_encoder_reorders_is_exact(monkeypatch):
+    """The encoder skips reorders that keep every row's sentence; beam search must give exactly
+    what fairseq's always-copying reorder gives, with sentences finishing at different steps."""
+    from fairseq.models.transformer import TransformerEncoderBase
+    from fairseq.sequence_generator import SequenceGenerator
+
+    model, dictionary = model_for("random+vanilla")
+    generator = SequenceGenerator([model], dictionary, beam_size=4, max_len_b=12)
+    torch.manual_seed(1)
+    tokens = torch.randint(4, len(dictionary), (5, 9))
+    tokens[:2, :3] = PAD  # left padding: sentences of different lengths
+    sample = {"net_input": {"src_tokens": tokens, "src_lengths": (tokens != PAD).sum(1)}}
+    copies = {"count": 0}
+    original = TransformerEncoderBase.reorder_encoder_out
+
+    def counting(self, encoder_out, new_order):
+        copies["count"] += 1
+        return original(self, encoder_out, new_order)
+
+    monkeypatch.setattr(TransformerEncoderBase, "reorder_encoder_out", counting)
+    fast = generator.generate([model], sample)
+    fast_copies, copies["count"] = copies["count"], 0
+    monkeypatch.setattr(type(model.encoder), "reorder_encoder_out", counting)  # always copy
+    reference = generator.generate([model], sample)
+    assert 0 < fast_copies < copies["count"]  # some reorders were skipped, not all
+    for hyps, expected in zip(fast, reference):
+        assert len(hyps) == len(expected)
+        for hyp, ref in zip(hyps, expected):
+            assert torch.equal(hyp["tokens"], ref["tokens"])
+            assert torch.equal(hyp["positional_scores"], ref["positional_scores"])

@@ -4,8 +4,9 @@ Only ``build_self_attention`` changes: layer norms, FFNs, encoder-decoder attent
 dot product, as in the paper), activation checkpointing and FSDP wrapping are fairseq's.
 """
 
-from typing import Optional
+from typing import Dict, List, Optional
 
+import torch
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerDecoderBase, TransformerEncoderBase
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
@@ -113,6 +114,33 @@ class SynthTransformerEncoder(TransformerEncoderBase):
         return synthesizer_max_positions(
             self.cfg.encoder_synthesizer, self.cfg.synth_max_len, super().max_positions()
         )
+
+    def forward(self, src_tokens, src_lengths=None, return_all_hiddens: bool = False,
+                token_embeddings=None):
+        encoder_out = super().forward(src_tokens, src_lengths, return_all_hiddens,
+                                      token_embeddings)
+        # Which input sentence each row holds: (B,), see reorder_encoder_out.
+        encoder_out["source_rows"] = [torch.arange(src_tokens.size(0), device=src_tokens.device)]
+        return encoder_out
+
+    def reorder_encoder_out(self, encoder_out: Dict[str, List[torch.Tensor]], new_order):
+        """fairseq's reorder, minus the copies that change nothing.
+
+        Beam search reorders the encoder output at every step, but hypotheses only move between
+        the beams of their own sentence, whose rows hold identical copies of that sentence's
+        encoder output: when every row would receive a row of the sentence it already holds,
+        the (T, B * beam, C) copies are skipped. This is exact, and not specific to synthesizers
+        (fairseq's Transformer pays for these copies).
+        """
+        rows = encoder_out.get("source_rows")
+        if not rows:
+            return super().reorder_encoder_out(encoder_out, new_order)
+        new_rows = rows[0].index_select(0, new_order)
+        if new_rows.shape == rows[0].shape and torch.equal(new_rows, rows[0]):
+            return encoder_out
+        reordered = super().reorder_encoder_out(encoder_out, new_order)
+        reordered["source_rows"] = [new_rows]
+        return reordered
 
 
 class SynthTransformerDecoder(TransformerDecoderBase):
