@@ -84,3 +84,73 @@ def test_checkpoint_with_unexpected_object_is_refused(trained, tmp_path):
 
 class UnexpectedObject:
     pass
+
+
+def interactive(trained, text, *extra):
+    data, checkpoint = trained
+    return run_cli("fairseq-interactive", data, "--user-dir", USER_DIR, "--path", checkpoint,
+                   "--beam", "2", "--cpu", "--source-lang", "src", "--target-lang", "tgt",
+                   *extra, input=text, check=False)
+
+
+def test_interactive_skips_too_long_source_and_goes_on(trained):
+    too_long = " ".join("abcdefghijklmnop"[i % 16] for i in range(40))  # > --synth-max-len 24
+    text = f"a b c\n{too_long}\nd e f\n"
+    # fairseq's default: it stops, naming the option that skips such inputs instead.
+    stopped = interactive(trained, text)
+    assert stopped.returncode != 0
+    assert "skip-invalid-size-inputs-valid-test" in stopped.stderr
+    assert "max_positions=(24, 24)" in stopped.stderr
+    # With it, the long line is skipped with a warning and the session translates the rest.
+    result = interactive(trained, text, "--skip-invalid-size-inputs-valid-test")
+    assert result.returncode == 0, result.stderr[-3000:]
+    hypotheses = re.findall(r"^H-(\d+)\t[-\d.]+\t(.*)$", result.stdout, flags=re.M)
+    assert hypotheses == [("0", "c b a"), ("2", "f e d")]
+    assert "will be skipped" in result.stderr
+
+
+def test_interactive_empty_lines_do_not_stop_the_session(trained):
+    result = interactive(trained, "\na b c\n\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    hypotheses = re.findall(r"^H-(\d+)\t[-\d.]+\t(.*)$", result.stdout, flags=re.M)
+    assert [h for h in hypotheses if h[0] == "1"] == [("1", "c b a")]
+    assert len(hypotheses) == 3
+
+
+def sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_checkpoint_of_another_synth_max_len_gets_a_clear_error(trained, tmp_path):
+    data, checkpoint = trained
+    before = sha256(checkpoint)
+    result = run_cli("fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint,
+                     "--cpu", "--model-overrides", "{'synth_max_len': 48}", check=False)
+    assert result.returncode != 0
+    assert "SynthesizerCheckpointError" in result.stderr
+    assert "trained with --synth-max-len 24" in result.stderr
+    assert "built with --synth-max-len 48" in result.stderr
+    # Resuming training with a larger --synth-max-len: the same message; nothing is written.
+    save_dir = checkpoint.parent
+    last = save_dir / "checkpoint_last.pt"
+    last_before = sha256(last)
+    train = run_cli("fairseq-train", data, *TRAIN_ARGS, "--synth-max-len", "48",
+                    "--max-update", "310", "--save-dir", save_dir, check=False)
+    assert train.returncode != 0
+    assert "trained with --synth-max-len 24" in train.stdout + train.stderr
+    assert sha256(checkpoint) == before and sha256(last) == last_before
+
+
+def test_missing_split_names_the_split(trained, tmp_path):
+    data, _ = trained
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for f in data.iterdir():
+        if not f.name.startswith("valid."):
+            (partial / f.name).symlink_to(f)
+    result = run_cli("fairseq-train", partial, *TRAIN_ARGS, "--max-update", "1",
+                     "--save-dir", tmp_path / "ckpt", check=False)
+    assert result.returncode != 0
+    assert "Dataset not found: valid" in result.stdout + result.stderr

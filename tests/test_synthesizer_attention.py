@@ -238,3 +238,15 @@ def test_half_precision_forward_backward(spec, dtype):
     expected, _ = reference(x32, x32, x32, key_padding_mask=padding, need_weights=False)
     real = ~padding.t()
     torch.testing.assert_close(out.float()[real], expected[real], atol=0.05, rtol=0.05)
+
+
+def test_paper_letters_and_preset_names_are_accepted():
+    from fairseq_synth.modules import parse_synthesizer_spec
+
+    assert parse_synthesizer_spec("R+V") == ["random", "vanilla"]
+    assert parse_synthesizer_spec("random_vanilla") == ["random", "vanilla"]
+    assert parse_synthesizer_spec("FR") == ["factorized_random"]
+    assert parse_synthesizer_spec("dense_vanilla+fixed_random") == ["dense", "vanilla",
+                                                                     "fixed_random"]
+    attention = SynthesizerAttention(EMBED, HEADS, "D+V", MAX_LEN)
+    assert sorted(attention.alignments) == ["dense", "vanilla"]

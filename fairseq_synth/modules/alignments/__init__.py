@@ -35,19 +35,35 @@ def register_alignment(name: str) -> Callable[[Type[Alignment]], Type[Alignment]
     return register
 
 
+# Other spellings users reach for: the paper's letters and the variant names of the presets
+# (synth_random_vanilla_base and so on). Case-insensitive.
+ALIASES = {
+    "r": "random", "fixed_r": "fixed_random", "d": "dense", "fr": "factorized_random",
+    "fd": "factorized_dense", "v": "vanilla", "dot_product": "vanilla",
+    "random_vanilla": "random+vanilla", "dense_vanilla": "dense+vanilla",
+    "random_dense": "random+dense",
+}
+
+
 def parse_synthesizer_spec(spec: str) -> List[str]:
-    """Split a synthesizer spelling such as ``"random+vanilla"`` into registered part names.
+    """Split a synthesizer spelling such as ``"random+vanilla"`` (or ``"R+V"``,
+    ``"random_vanilla"``) into registered part names.
 
     Raises a ValueError listing the valid names for an unknown part, an empty part or a part
     named twice (a mixture of a part with itself is the part).
     """
-    parts = [part.strip() for part in spec.split("+")]
+    parts = []
+    for word in spec.split("+"):
+        word = word.strip().lower()
+        parts += ALIASES.get(word, word).split("+")
     valid = ", ".join(sorted(ALIGNMENT_REGISTRY))
     for part in parts:
         if part not in ALIGNMENT_REGISTRY:
             raise ValueError(
                 f"unknown synthesizer part {part!r} in {spec!r}; valid parts are {valid}, "
-                f"joined with '+' for a mixture (e.g. 'random+vanilla')"
+                f"joined with '+' for a mixture (e.g. 'random+vanilla'); the paper's letters "
+                f"(R, D, FR, FD, V) and the preset names (random_vanilla, dense_vanilla, "
+                f"random_dense) are accepted too"
             )
     if len(set(parts)) != len(parts):
         raise ValueError(f"synthesizer {spec!r} names a part twice; each part may appear once")
@@ -58,6 +74,7 @@ def parse_synthesizer_spec(spec: str) -> List[str]:
 from . import dense, dot_product, factorized_dense, factorized_random, random  # noqa: E402,F401
 
 __all__ = [
+    "ALIASES",
     "ALIGNMENT_REGISTRY",
     "Alignment",
     "AlignmentConfig",
