@@ -4,7 +4,7 @@ fairseq calls ``torch.load`` without ``weights_only``, which torch 2.6 made defa
 checkpoints then fail with "Unsupported global: argparse.Namespace". Rather than turn the safe
 loader off, we allow-list exactly the non-tensor types that fairseq checkpoints of this plugin
 hold. ``tests/test_checkpoints.py`` checks the list against checkpoints of several configurations
-(translation with --eval-bleu, bf16 training, a language model): each entry is needed by one of
+(translation, translation with --eval-bleu, a language model): each entry is needed by one of
 them. Anything else in a checkpoint is still refused by torch's unpickler.
 """
 

@@ -24,7 +24,9 @@ ARGS = [*TRANSLATION_ARGS, "--max-tokens", "400", "--seed", "3", "--max-update",
 # Runs the launcher unchanged; after fairseq-train returns, every rank saves its own parameters
 # (fairseq itself saves only rank 0's), so the test can compare the ranks.
 RANK_DUMP = """
-import os, sys, torch
+import os, sys
+import fairseq_cli.train  # first: it sets up fairseq's log format before fairseq is imported
+import torch
 sys.path.insert(0, {scripts!r})
 from fairseq import trainer
 import train_distributed_cpu

@@ -193,3 +193,44 @@ def test_beam_search_skipping_unchanged_encoder_reorders_is_exact(monkeypatch):
         for hyp, ref in zip(hyps, expected):
             assert torch.equal(hyp["tokens"], ref["tokens"])
             assert torch.equal(hyp["positional_scores"], ref["positional_scores"])
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_bf16_training_step_through_fairseq_criterion(spec):
+    """fairseq's --bf16 implies --tpu and --fp16 needs CUDA, so on CPU the half-precision path
+    is exercised here: the whole model in bf16, fairseq's label-smoothed criterion, backward,
+    an Adam step; every gradient finite and the loss close to the fp32 model's."""
+    from fairseq.criterions.label_smoothed_cross_entropy import (
+        LabelSmoothedCrossEntropyCriterion,
+    )
+
+    model, dictionary = model_for(spec)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(3)
+    src = torch.randint(4, len(dictionary), (3, 10))
+    src[0, :4] = PAD  # left padding
+    tgt = torch.randint(4, len(dictionary), (3, 8))
+    prev = torch.cat([torch.full((3, 1), dictionary.eos()), tgt[:, :-1]], dim=1)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": (src != PAD).sum(1),
+                            "prev_output_tokens": prev},
+              "target": tgt, "ntokens": tgt.numel()}
+
+    class Task:
+        target_dictionary = dictionary
+
+    criterion = LabelSmoothedCrossEntropyCriterion(Task(), sentence_avg=False,
+                                                   label_smoothing=0.1)
+    losses = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model.load_state_dict(reference)
+        model.train().to(dtype)
+        loss, _, _ = criterion(model, sample)
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g.float()).all() for g in grads), dtype
+        torch.optim.Adam(model.parameters(), lr=1e-3).step()
+        assert all(torch.isfinite(p.float()).all() for p in model.parameters())
+        losses[dtype] = loss.item()
+        model.zero_grad()
+        model.float()
+    assert abs(losses[torch.bfloat16] - losses[torch.float32]) < 0.02 * losses[torch.float32]
