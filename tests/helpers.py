@@ -44,14 +44,21 @@ def write_reversal_corpus(directory: Path, n_train=2000, n_valid=100, n_test=100
     return directory
 
 
+def cli_env(**overrides) -> dict:
+    """The environment of every fairseq process a test starts. Runs whose results are compared
+    bit for bit must use the same number of threads (a float sum's order depends on it), so the
+    thread count is the caller's OMP_NUM_THREADS (run_tests.sh sets 2) or 1, never per test."""
+    env = dict(os.environ, **overrides)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
 def run_cli(tool: str, *args, env=None, check=True, timeout=900,
             input=None) -> subprocess.CompletedProcess:
     """Run a fairseq console script of this venv (``input`` goes to its stdin); on failure
     raise with its output."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, input=input)
+                          env=cli_env(**(env or {})), timeout=timeout, input=input)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{tool} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

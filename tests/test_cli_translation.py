@@ -101,11 +101,15 @@ def test_interactive_skips_too_long_source_and_goes_on(trained):
     assert stopped.returncode != 0
     assert "skip-invalid-size-inputs-valid-test" in stopped.stderr
     assert "max_positions=(24, 24)" in stopped.stderr
-    # With it, the long line is skipped with a warning and the session translates the rest.
+    # With it, the long line is skipped with a warning and the session translates the rest,
+    # exactly as it translates them without the long line between them.
     result = interactive(trained, text, "--skip-invalid-size-inputs-valid-test")
     assert result.returncode == 0, result.stderr[-3000:]
     hypotheses = re.findall(r"^H-(\d+)\t[-\d.]+\t(.*)$", result.stdout, flags=re.M)
-    assert hypotheses == [("0", "c b a"), ("2", "f e d")]
+    alone = re.findall(r"^H-\d+\t[-\d.]+\t(.*)$", interactive(trained, "a b c\nd e f\n").stdout,
+                       flags=re.M)
+    assert len(alone) == 2 and alone[0] == "c b a"
+    assert hypotheses == [("0", alone[0]), ("2", alone[1])]
     assert "will be skipped" in result.stderr
 
 

@@ -17,7 +17,6 @@ Interrupting training with SIGINT or SIGTERM mid-epoch leaves the last good chec
 and resuming from it reaches the same parameters as the uninterrupted run.
 """
 
-import os
 import re
 import signal
 import subprocess
@@ -26,7 +25,7 @@ import time
 
 import pytest
 
-from helpers import BIN
+from helpers import BIN, cli_env
 from reliability_helpers import (
     TRANSLATION_ARGS,
     USER_DIR,
@@ -157,10 +156,10 @@ class TrainingProcess:
     """fairseq-train in the background, its log collected line by line."""
 
     def __init__(self, args):
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        # The same environment as the straight run it is compared with, bit for bit.
         self.proc = subprocess.Popen([str(BIN / "fairseq-train"), *map(str, args)],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
+                                     text=True, env=cli_env(PYTHONUNBUFFERED="1"))
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
