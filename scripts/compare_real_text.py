@@ -59,6 +59,10 @@ def size_flags(task: str):
     for side in sides:
         flags += [f"--{side}-layers", "3", f"--{side}-embed-dim", "128",
                   f"--{side}-ffn-embed-dim", "512", f"--{side}-attention-heads", "4"]
+    if task == "lm":
+        # fairseq's transformer_lm keeps 512-wide input/output embeddings (projected to
+        # --decoder-embed-dim) unless these are given; lightconv_lm follows the embed dim.
+        flags += ["--decoder-input-dim", "128", "--decoder-output-dim", "128"]
     return flags
 
 
