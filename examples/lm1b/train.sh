@@ -23,9 +23,6 @@ usage() {
     print_usage "${BASH_SOURCE[0]}"
 }
 
-SYNTH_VARIANTS=(random fixed_random dense factorized_random factorized_dense random_vanilla
-                dense_vanilla random_dense)
-
 list_models() {
     local v
     echo "Synthesizer LMs (model synth_transformer_lm, transformer_lm_gbw sizes):"

@@ -14,6 +14,11 @@ WORK_ROOT="${WORK_ROOT:-$REPO/data}"
 DATA_BIN_ROOT="${DATA_BIN_ROOT:-$REPO/data-bin}"
 CHECKPOINT_ROOT="${CHECKPOINT_ROOT:-$REPO/checkpoints}"
 THREADS="${THREADS:-$(nproc 2>/dev/null || echo 4)}"
+# The Synthesizer variants of the presets (VARIANTS in fairseq_synth/models/architectures.py),
+# as the recipes name models: transformer_synth_<V>_wmt_en_de, transformer_lm_synth_<V>_gbw, ...
+# shellcheck disable=SC2034
+SYNTH_VARIANTS=(random fixed_random dense factorized_random factorized_dense random_vanilla
+                dense_vanilla random_dense)
 
 # print_usage FILE: the header comment of FILE from its "Usage:" line to the first non-comment.
 print_usage() {

@@ -22,9 +22,6 @@ usage() {
     print_usage "${BASH_SOURCE[0]}"
 }
 
-SYNTH_VARIANTS=(random fixed_random dense factorized_random factorized_dense random_vanilla
-                dense_vanilla random_dense)
-
 list_models() {
     local v
     echo "Synthesizer (model synth_transformer, base size):"
