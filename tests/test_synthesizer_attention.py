@@ -107,6 +107,30 @@ def test_incremental_equals_full(spec):
     assert ("prev_key" in cached) == ("vanilla" in spec.split("+"))
 
 
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_tensor_follows_the_input_device(spec):
+    """Device-agnostic code (no GPU here): while the default device is ``meta``, a tensor made
+    without naming the input's device lands on ``meta``, and mixing it with the CPU inputs
+    raises. Full, padded, causal and step-by-step (with a beam reorder) forwards and backward."""
+    attention = make(spec).train()
+    x = torch.randn(6, 3, EMBED, requires_grad=True)
+    padding, causal, beam_order = left_padded([6, 4, 2]), future_mask(6), torch.tensor([2, 0, 1])
+    with torch.device("meta"):
+        outputs = [attention(x, x, x, need_weights=need, **masks)[0]
+                   for need in (False, True)
+                   for masks in ({}, {"key_padding_mask": padding}, {"attn_mask": causal})]
+        state = {}
+        for t in range(4):
+            if t == 2:
+                attention.reorder_incremental_state(state, beam_order)
+            step = x[t:t + 1]
+            outputs.append(attention(step, step, step, incremental_state=state,
+                                     need_weights=False)[0])
+        torch.stack([out.sum() for out in outputs]).sum().backward()
+    assert all(out.device.type == "cpu" for out in outputs)
+    assert x.grad.device.type == "cpu"
+
+
 def test_empty_buffer_is_a_dict():
     attention = make("random")
     assert attention._get_input_buffer(None) == {}
