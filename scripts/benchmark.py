@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -604,7 +605,7 @@ def main(argv=None):
             args.sweep_archs, args, dictionary, bsz, length, min(args.gen_len, length - 1),
             args.sweep_modes, args.sweep_repeats, False, log)
     report["meta"] = {
-        "command": " ".join([".venv/bin/python", "scripts/benchmark.py", *(
+        "command": shlex.join([".venv/bin/python", "scripts/benchmark.py", *(
             argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -8,7 +8,7 @@ import torch
 
 import fairseq_synth  # noqa: F401 (allow-lists fairseq's checkpoint types for torch.load)
 
-from helpers import TINY_ARGS, USER_DIR, run_cli
+from helpers import TINY_ARGS, USER_DIR, agreement_with_reversal, run_cli
 
 TRAIN_ARGS = [
     "--user-dir", USER_DIR, "--arch", "synth_random_base", *TINY_ARGS,
@@ -55,12 +55,6 @@ def test_greedy_and_beam_agree_on_a_learned_task(trained):
 def hypotheses_of(result):
     """``[(line id, hypothesis)]`` of fairseq-interactive's output."""
     return re.findall(r"^H-(\d+)\t[-\d.]+\t(.*)$", result.stdout, flags=re.M)
-
-
-def agreement_with_reversal(source, hypothesis):
-    """Share of positions where ``hypothesis`` has the reversed source's token."""
-    expected = source.split()[::-1]
-    return sum(a == b for a, b in zip(expected, hypothesis.split())) / len(expected)
 
 
 def test_interactive_translates_lines(trained):

@@ -7,14 +7,13 @@ result matches one process with ``--update-freq 2``, which sees the same two bat
 (fairseq gives rank r batches r, r + 2, ...; --update-freq 2 groups batches 2i, 2i + 1).
 """
 
-import os
 import socket
 import subprocess
 
 import pytest
 import torch
 
-from helpers import BIN, REPO
+from helpers import BIN, REPO, cli_env
 from reliability_helpers import TRANSLATION_ARGS, load_checkpoint, train, train_losses
 
 UPDATES = 8
@@ -55,7 +54,7 @@ def runs(reversal_data, tmp_path_factory):
     driver = distributed_dir / "driver.py"
     driver.write_text(RANK_DUMP.format(scripts=str(REPO / "scripts"),
                                        save_dir=str(distributed_dir)))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = cli_env(OMP_NUM_THREADS="1")  # one thread per process: two processes, two cores
     proc = subprocess.run(
         [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
          str(driver), str(reversal_data), *ARGS, "--save-dir", str(distributed_dir)],
