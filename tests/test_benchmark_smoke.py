@@ -30,8 +30,18 @@ def test_benchmark_smoke_run_writes_table_plot_and_json(tmp_path):
             entry = result["modes"][mode]
             assert entry["tok_s"] > 0 and entry["flops"] > 0, (name, mode)
             assert set(entry["ratio"]) == {"transformer", "dynamicconv"}
+            for ref, runs in entry["ratio_runs"].items():
+                assert min(runs) <= entry["ratio"][ref] <= max(runs)
             assert name in table
     for length, results in report["sweep"].items():
         for name in ARCHS:
             assert results[name]["modes"]["train"]["tok_s"] > 0, (length, name)
     assert "x transformer" in proc.stdout and "x dynamicconv" in proc.stdout
+    # Every ratio target prints its median and the middle half of the repeats around it.
+    targets = table[table.index("## Targets"):].split("\n## ")[0]
+    assert "| Random train step >= 1.15x transformer |" in targets
+    for row in targets.splitlines():
+        if row.startswith("| Random") or row.startswith("| Factorized Random train"):
+            median, spread = row.split("|")[2:4]
+            low, high = map(float, spread.split("-"))
+            assert low <= float(median) <= high, row
