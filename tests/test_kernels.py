@@ -141,3 +141,101 @@ def test_full_forward_takes_the_fast_kernels(spec, kernel, monkeypatch):
     padding = torch.tensor([[False] * 6, [True, True] + [False] * 4])
     attention(x, x, x, key_padding_mask=padding, need_weights=False)[0].sum().backward()
     assert calls
+
+
+LOW_RANK = ["dense", "dense+vanilla", "factorized_random+vanilla",
+            "dense+factorized_random+vanilla"]
+
+
+def count_calls(monkeypatch, name):
+    calls = []
+    original = getattr(kernels, name)
+    monkeypatch.setattr(kernels, name, lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+def outputs_and_gradients(attention, x, padding, mask, need_weights):
+    attention.zero_grad()
+    out, _ = attention(x, x, x, key_padding_mask=padding, attn_mask=mask,
+                       need_weights=need_weights)
+    real = ~padding.t()
+    out[real].pow(2).sum().backward()
+    grads = {name: p.grad.clone() for name, p in attention.named_parameters()}
+    return out[real].detach(), grads
+
+
+@pytest.mark.parametrize("spec", LOW_RANK)
+@pytest.mark.parametrize("causal", [False, True])
+def test_factored_path_matches_general_path_with_gradients(spec, causal, monkeypatch):
+    """Low-rank parts as one SDPA of concatenated features: same outputs and same gradient for
+    every parameter as per-example logits, with left padding (compacted) and causal masks."""
+    monkeypatch.setattr(kernels, "FACTORED_MIN_KEYS", 0)
+    calls = count_calls(monkeypatch, "factored_attention")
+    attention = make(spec).train()
+    x = torch.randn(9, 3, EMBED)
+    padding = torch.stack([torch.arange(9) < 9 - n for n in (9, 4, 6)])
+    if causal:
+        padding = padding.flip(1)  # a decoder's padding is on the right
+    mask = torch.triu(torch.full((9, 9), float("-inf")), 1) if causal else None
+    factored, factored_grads = outputs_and_gradients(attention, x, padding, mask, False)
+    assert calls
+    general, general_grads = outputs_and_gradients(attention, x, padding, mask, True)
+    torch.testing.assert_close(factored, general, atol=1e-5, rtol=1e-5)
+    for name, grad in general_grads.items():
+        torch.testing.assert_close(factored_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("spec", LOW_RANK)
+def test_factored_full_forward_equals_incremental_steps(spec, monkeypatch):
+    monkeypatch.setattr(kernels, "FACTORED_MIN_KEYS", 0)
+    calls = count_calls(monkeypatch, "factored_attention")
+    attention = make(spec)
+    x = torch.randn(7, 3, EMBED)
+    full, _ = attention(x, x, x, attn_mask=torch.triu(torch.full((7, 7), float("-inf")), 1),
+                        need_weights=False)
+    assert len(calls) == 1
+    torch.testing.assert_close(decode(attention, x, [1] * 7, padded=False), full,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_long_dense_input_takes_the_factored_path_by_default(monkeypatch):
+    """At FACTORED_MIN_KEYS keys and more (no test override), Dense trains through SDPA."""
+    length = kernels.FACTORED_MIN_KEYS + 16
+    calls = count_calls(monkeypatch, "factored_attention")
+    torch.manual_seed(0)
+    attention = SynthesizerAttention(EMBED, HEADS, "dense", length).train()
+    x = torch.randn(length, 2, EMBED)
+    padding = torch.zeros(2, length, dtype=torch.bool)
+    padding[1, -100:] = True
+    factored, factored_grads = outputs_and_gradients(attention, x, padding, None, False)
+    assert len(calls) == 1
+    general, general_grads = outputs_and_gradients(attention, x, padding, None, True)
+    torch.testing.assert_close(factored, general, atol=1e-5, rtol=1e-5)
+    for name, grad in general_grads.items():
+        torch.testing.assert_close(factored_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("spec", ["random", "random+vanilla", "factorized_random",
+                                  "factorized_dense+vanilla"])
+def test_parts_without_a_low_rank_form_keep_their_kernels(spec, monkeypatch):
+    """Random (full rank), Factorized Dense (a product of two rows is not a dot product of
+    fixed-width features) and input-independent parts alone never take the factored path."""
+    monkeypatch.setattr(kernels, "FACTORED_MIN_KEYS", 0)
+    calls = count_calls(monkeypatch, "factored_attention")
+    attention = make(spec)
+    x = torch.randn(6, 2, EMBED)
+    attention(x, x, x, need_weights=False)
+    assert not calls
+
+
+def test_is_future_mask_recognises_only_the_causal_mask():
+    causal = torch.triu(torch.full((5, 5), float("-inf")), 1)
+    assert kernels.is_future_mask(causal)
+    assert kernels.is_future_mask(causal.isinf())
+    assert not kernels.is_future_mask(None)
+    assert not kernels.is_future_mask(torch.triu(torch.full((5, 5), float("-inf")), 2))
+    assert not kernels.is_future_mask(causal + 1.0)  # a bias besides the mask
+    assert not kernels.is_future_mask(causal[:4])  # not square
+    blocked = causal.clone()
+    blocked[3, 0] = float("-inf")
+    assert not kernels.is_future_mask(blocked)

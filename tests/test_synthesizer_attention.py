@@ -5,6 +5,7 @@ import torch
 from fairseq.modules import MultiheadAttention
 
 from fairseq_synth.modules import ALIGNMENT_REGISTRY, SynthesizerAttention
+from fairseq_synth.modules import attention_kernels as kernels
 
 MIXTURES = ["random+vanilla", "dense+vanilla", "random+dense", "factorized_random+vanilla",
             "factorized_dense+random+vanilla"]
@@ -108,10 +109,14 @@ def test_incremental_equals_full(spec):
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_every_tensor_follows_the_input_device(spec):
+@pytest.mark.parametrize("factored", [False, True])
+def test_every_tensor_follows_the_input_device(spec, factored, monkeypatch):
     """Device-agnostic code (no GPU here): while the default device is ``meta``, a tensor made
     without naming the input's device lands on ``meta``, and mixing it with the CPU inputs
-    raises. Full, padded, causal and step-by-step (with a beam reorder) forwards and backward."""
+    raises. Full, padded, causal and step-by-step (with a beam reorder) forwards and backward;
+    ``factored`` sends short inputs of low-rank parts through the factored kernel too."""
+    if factored:
+        monkeypatch.setattr(kernels, "FACTORED_MIN_KEYS", 0)
     attention = make(spec).train()
     x = torch.randn(6, 3, EMBED, requires_grad=True)
     padding, causal, beam_order = left_padded([6, 4, 2]), future_mask(6), torch.tensor([2, 0, 1])

@@ -175,6 +175,11 @@ class SynthesizerAttention(nn.Module):
                       need_weights):
         """Queries at positions first..first+T-1 over keys 0..S-1: (T, B, C), probs or None."""
         weights = self.mixture_weights()
+        if not need_weights:
+            out = self._factored_path(query, keys, values, weights, first, attn_mask,
+                                      key_padding_mask)
+            if out is not None:
+                return out, None
         parts = self._synthetic_parts(query, first, values.size(2), weights)
         if not need_weights:
             out = self._fast_paths(query, keys, values, parts, weights, first, attn_mask,
@@ -207,6 +212,32 @@ class SynthesizerAttention(nn.Module):
                 logits = logits if weight is None else logits * weight
                 shared = logits if shared is None else shared + logits
         return shared, per_example
+
+    def _factored_path(self, query, keys, values, weights, first, attn_mask, key_padding_mask):
+        """Attention output (T, B, C) when every part is low rank (Dense, Factorized Random, dot
+        product) and there are enough keys to repay the fused kernel, else None.
+
+        sum_i w_i Q_i K_i^T is one dot product of concatenated features, so mixtures such as
+        D+V and FR+V, and Dense alone, train through SDPA's fused kernel without building or
+        storing per-example (B, H, T, S) logits. Input-independent mixtures (Factorized Random
+        alone) are left to the shared kernel, which needs no per-example logits either.
+        """
+        src_len = values.size(2)
+        parts = self.alignments.values()
+        if (first > 0 or src_len < kernels.FACTORED_MIN_KEYS
+                or not all(a.low_rank for a in parts)
+                or not any(a.input_dependent for a in parts)
+                or kernels.has_empty_rows(attn_mask, key_padding_mask)):
+            return None
+        factors = []
+        for name, alignment in self.alignments.items():
+            query_features, key_features = alignment.logit_factors(query, keys, src_len)
+            weight = weights[name]
+            if weight is not None:
+                query_features = query_features * weight.to(query_features.dtype)
+            factors.append((query_features, key_features))
+        dropout_p = self.dropout_module.p if self.dropout_module.training else 0.0
+        return kernels.factored_attention(factors, values, attn_mask, key_padding_mask, dropout_p)
 
     def _fast_paths(self, query, keys, values, parts, weights, first, attn_mask, key_padding_mask):
         """Attention output (T, B, C) through a kernel that avoids per-example logits, or None

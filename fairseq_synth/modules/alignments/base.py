@@ -30,6 +30,9 @@ class Alignment(nn.Module):
     input_dependent: bool = True
     # Position-indexed alignments can only address max_len positions.
     position_indexed: bool = True
+    # Low-rank alignments implement logit_factors: their logits are a product of per-query and
+    # per-key features, so a mixture of them is one dot product of concatenated features.
+    low_rank: bool = False
 
     def __init__(self, cfg: AlignmentConfig):
         super().__init__()
@@ -42,6 +45,12 @@ class Alignment(nn.Module):
 
     def shared_logits(self, tgt_len: int, src_len: int) -> Tensor:
         raise NotImplementedError(f"{self.name} depends on the input: use forward")
+
+    def logit_factors(self, query: Tensor, keys: Optional[Tensor], src_len: int
+                      ) -> Tuple[Tensor, Tensor]:
+        """(query features (B or 1, H, T, r), key features (B or 1, H, S, r)) whose product
+        ``query_features @ key_features^T`` is ``forward``'s logits at identity positions."""
+        raise NotImplementedError(f"{self.name} has no low-rank form")
 
     def forward(
         self,

@@ -7,6 +7,7 @@ Key j of a sentence takes column j, its position within that sentence.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import register_alignment
@@ -31,6 +32,16 @@ class PerHeadTwoLayer(nn.Module):
         nn.init.xavier_uniform_(self.hidden.weight, gain=2 ** -0.5)
         nn.init.xavier_uniform_(self.out_weight)
 
+    def factors(self, x, out_len):
+        """forward(x)[..., :out_len] as a product: relu(W1 x + b1)_h . W2_h + b2_h is
+        [hidden, 1] . [W2_h, b2_h], i.e. (features (B, H, T, D + 1), weights (1, H, out_len,
+        D + 1)) with forward(x)[..., :out_len] == features @ weights^T."""
+        tgt_len, bsz, _ = x.shape
+        hidden = torch.relu(self.hidden(x)).view(tgt_len, bsz, self.num_heads, self.head_dim)
+        features = F.pad(hidden.permute(1, 2, 0, 3), (0, 1), value=1.0)
+        weights = torch.cat([self.out_weight[..., :out_len], self.out_bias[..., :out_len]], dim=1)
+        return features, weights.transpose(1, 2).unsqueeze(0)
+
     def forward(self, x):
         tgt_len, bsz, _ = x.shape
         hidden = torch.relu(self.hidden(x))  # (T, B, H * D)
@@ -44,6 +55,11 @@ class DenseAlignment(Alignment):
     def __init__(self, cfg: AlignmentConfig):
         super().__init__(cfg)
         self.rows = PerHeadTwoLayer(cfg.embed_dim, cfg.num_heads, cfg.max_len)
+
+    low_rank = True
+
+    def logit_factors(self, query, keys, src_len):
+        return self.rows.factors(query, src_len)
 
     def forward(self, query, keys, src_len, query_positions=None, key_positions=None):
         return select_key_positions(self.rows(query), src_len, key_positions)

@@ -12,6 +12,7 @@ from .base import Alignment, AlignmentConfig
 @register_alignment("vanilla")
 class DotProductAlignment(Alignment):
     position_indexed = False
+    low_rank = True
 
     def __init__(self, cfg: AlignmentConfig):
         super().__init__(cfg)
@@ -35,6 +36,9 @@ class DotProductAlignment(Alignment):
     def project_keys(self, key):
         """Keys (B, H, S, D), cached during incremental decoding."""
         return self.split_heads(self.k_proj(key))
+
+    def logit_factors(self, query, keys, src_len):
+        return self.project_queries(query), keys
 
     def forward(self, query, keys, src_len, query_positions=None, key_positions=None):
         return self.project_queries(query) @ keys.transpose(-1, -2)  # (B, H, T, S)

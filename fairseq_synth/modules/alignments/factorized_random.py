@@ -15,6 +15,7 @@ from .base import Alignment, AlignmentConfig
 @register_alignment("factorized_random")
 class FactorizedRandomAlignment(Alignment):
     input_dependent = False
+    low_rank = True
 
     def __init__(self, cfg: AlignmentConfig):
         super().__init__(cfg)
@@ -31,6 +32,10 @@ class FactorizedRandomAlignment(Alignment):
         """Rows first..first+T-1 over keys 0..S-1: (H, T, k) @ (H, k, S) -> (H, T, S)."""
         left = self.left[:, first:first + tgt_len]
         return torch.matmul(left, self.right[:, :src_len].transpose(1, 2))
+
+    def logit_factors(self, query, keys, src_len):
+        """R1 rows of the queries (1, H, T, k) and R2 rows of the keys (1, H, S, k)."""
+        return self.left[None, :, :query.size(0)], self.right[None, :, :src_len]
 
     def forward(self, query, keys, src_len, query_positions=None, key_positions=None):
         if query_positions is None and key_positions is None:
