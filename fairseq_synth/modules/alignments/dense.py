@@ -52,11 +52,11 @@ class PerHeadTwoLayer(nn.Module):
 
 @register_alignment("dense")
 class DenseAlignment(Alignment):
+    low_rank = True
+
     def __init__(self, cfg: AlignmentConfig):
         super().__init__(cfg)
         self.rows = PerHeadTwoLayer(cfg.embed_dim, cfg.num_heads, cfg.max_len)
-
-    low_rank = True
 
     def logit_factors(self, query, keys, src_len):
         return self.rows.factors(query, src_len)
