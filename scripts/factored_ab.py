@@ -1,4 +1,5 @@
-"""Training step of one model with and without the factored attention kernel, side by side.
+"""One model's training step (or encoder forward) with and without the factored attention
+kernel, side by side.
 
 attention_kernels.factored_attention (one SDPA over concatenated low-rank features) only pays
 off from some number of keys on; FACTORED_MIN_KEYS is that crossover. This script measures it:
@@ -27,6 +28,7 @@ def main(argv=None):
     parser.add_argument("--lengths", default="128,256,512")
     parser.add_argument("--tokens", type=int, default=2048, help="tokens per batch")
     parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--mode", default="train", choices=["train", "encode"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     benchmark.quiet()
@@ -37,7 +39,8 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     utils.import_user_module(argparse.Namespace(user_dir=benchmark.USER_DIR))
-    print("| architecture | keys | factored s/step | materialized s/step | factored speed-up |")
+    print(f"{args.mode}, {args.tokens} tokens per batch, medians of {args.repeats} interleaved runs\n")
+    print("| architecture | keys | factored s/run | materialized s/run | factored speed-up |")
     print("|---|---:|---:|---:|---:|")
     for arch in args.archs.split(","):
         for length in map(int, args.lengths.split(",")):
@@ -48,15 +51,15 @@ def main(argv=None):
             seconds = {0: [], OFF: []}
             for threshold in seconds:  # warm-up of both paths
                 kernels.FACTORED_MIN_KEYS = threshold
-                runner.run("train")
+                runner.run(args.mode)
             for repeat in range(args.repeats):
                 for threshold in sorted(seconds, reverse=repeat % 2 == 1):
                     kernels.FACTORED_MIN_KEYS = threshold
                     start = time.perf_counter()
-                    runner.run("train")
+                    runner.run(args.mode)
                     seconds[threshold].append(time.perf_counter() - start)
             factored, materialized = (statistics.median(seconds[t]) for t in (0, OFF))
-            print(f"| {arch} | {length} | {factored:.3f} | {materialized:.3f} | "
+            print(f"| {arch} | {length} | {factored:.4f} | {materialized:.4f} | "
                   f"{materialized / factored:.2f}x |", flush=True)
 
 

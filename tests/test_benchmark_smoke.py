@@ -45,3 +45,22 @@ def test_benchmark_smoke_run_writes_table_plot_and_json(tmp_path):
             median, spread = row.split("|")[2:4]
             low, high = map(float, spread.split("-"))
             assert low <= float(median) <= high, row
+
+
+def test_factored_kernel_ab_prints_a_row_per_model_and_length():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "factored_ab.py"), "--archs",
+         "synth_dense_base,synth_dense_vanilla_base", "--lengths", "8,16", "--tokens", "32",
+         "--repeats", "1"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines()
+            if line.startswith("| synth_")]
+    assert [(arch.strip(), int(keys)) for arch, keys, *_ in rows] == [
+        ("synth_dense_base", 8), ("synth_dense_base", 16),
+        ("synth_dense_vanilla_base", 8), ("synth_dense_vanilla_base", 16)]
+    for _, _, factored, materialized, speedup in rows:
+        assert float(factored) > 0 and float(materialized) > 0
+        ratio = float(materialized) / float(factored)
+        assert abs(float(speedup.strip().rstrip("x")) - ratio) <= 0.01 + 0.05 * ratio

@@ -130,9 +130,10 @@ def shared_rows_attention(logits: Tensor, values: Tensor, attn_mask: Optional[Te
 
 
 # Below this many keys, materialized (B, H, T, S) logits beat SDPA's fused CPU kernel for the
-# concatenated-feature attention of factored_attention. scripts/factored_ab.py, whole training
-# step, 2-core CPU, 2048 tokens per batch, factored vs materialized: Dense 0.96x / 1.00x / 1.13x /
-# 1.33x at S = 128 / 256 / 512 / 1024; D+V 0.99x / 1.07x / 1.18x at S = 128 / 256 / 512.
+# concatenated-feature attention of factored_attention. docs/factored/ab.md (whole training
+# step, 2-core CPU, 2048 tokens per batch): 0.96-0.99x at S = 128, within noise at 256 (Dense
+# 1.00-1.01x, D+V 0.97-1.07x), 1.11-1.24x at 512, 1.41-1.52x at 1024; the encoder forward
+# gains from 256 on. From 256 on it also stores no (B, H, T, S) logits for backward.
 FACTORED_MIN_KEYS = 256
 
 
