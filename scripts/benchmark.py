@@ -408,8 +408,11 @@ def targets(target, args):
          paired_ratios(mode_entry("synth_factorized_random_base", "train"),
                        mode_entry("synth_random_base", "train")), 1.0),
     ]
-    checks = [(label, statistics.median(runs), middle_half(runs), bound,
-               statistics.median(runs) >= bound) for label, runs, bound in rows if runs]
+    checks = []
+    for label, runs, bound in rows:
+        if runs:
+            median = statistics.median(runs)
+            checks.append((label, median, middle_half(runs), bound, median >= bound))
     fr, r = target.get("synth_factorized_random_base", {}), target.get("synth_random_base", {})
     if "params" in fr and "params" in r:
         checks.append(("Factorized Random has fewer parameters than Random (ratio)",

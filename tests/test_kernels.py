@@ -8,6 +8,7 @@ import torch
 from fairseq_synth.modules import ALIGNMENT_REGISTRY, SynthesizerAttention
 from fairseq_synth.modules import attention_kernels as kernels
 from fairseq_synth.modules.synthesizer_attention import shared_rows
+from test_synthesizer_attention import future_mask
 
 MIXTURES = ["random+vanilla", "dense+vanilla", "random+dense", "factorized_random+vanilla",
             "factorized_dense+random+vanilla"]
@@ -21,6 +22,14 @@ def make(spec):
     if attention.mixture_logits is not None:
         torch.nn.init.normal_(attention.mixture_logits)
     return attention.eval()
+
+
+def count_calls(monkeypatch, name):
+    """Count the calls of kernels.<name> (still carried out) for the rest of the test."""
+    calls = []
+    original = getattr(kernels, name)
+    monkeypatch.setattr(kernels, name, lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
 
 
 def decode(attention, x, chunks, padded):
@@ -44,8 +53,7 @@ def test_unpadded_steps_match_general_steps_and_full(spec, chunks):
     x = torch.randn(7, 3, EMBED)
     fast = decode(attention, x, chunks, padded=False)
     general = decode(attention, x, chunks, padded=True)
-    full, _ = attention(x, x, x, attn_mask=torch.triu(torch.full((7, 7), float("-inf")), 1),
-                        need_weights=False)
+    full, _ = attention(x, x, x, attn_mask=future_mask(7), need_weights=False)
     torch.testing.assert_close(fast, general, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
 
@@ -69,7 +77,7 @@ def brute_force_empty_rows(attn_mask, key_padding_mask, bsz, tgt_len, src_len):
 
 def test_has_empty_rows_matches_brute_force():
     torch.manual_seed(0)
-    causal = torch.triu(torch.full((5, 5), float("-inf")), 1)
+    causal = future_mask(5)
     blocked_row = torch.zeros(5, 5).index_fill_(0, torch.tensor([2]), float("-inf"))
     right_padded = torch.tensor([[False] * 5, [False, False, True, True, True]])
     left_padded = right_padded.flip(1)
@@ -118,9 +126,7 @@ def test_dense_rows_equal_per_head_reference(spec):
     ("random+vanilla", "fused_attention"), ("dense+vanilla", "fused_attention"),
 ])
 def test_decoding_steps_take_the_fast_kernels(spec, kernel, monkeypatch):
-    calls = []
-    original = getattr(kernels, kernel)
-    monkeypatch.setattr(kernels, kernel, lambda *a, **k: calls.append(1) or original(*a, **k))
+    calls = count_calls(monkeypatch, kernel)
     attention = make(spec)
     x = torch.randn(4, 2, EMBED)
     decode(attention, x, [1, 1, 1, 1], padded=False)
@@ -133,9 +139,7 @@ def test_decoding_steps_take_the_fast_kernels(spec, kernel, monkeypatch):
     ("dense+vanilla", "fused_attention"),
 ])
 def test_full_forward_takes_the_fast_kernels(spec, kernel, monkeypatch):
-    calls = []
-    original = getattr(kernels, kernel)
-    monkeypatch.setattr(kernels, kernel, lambda *a, **k: calls.append(1) or original(*a, **k))
+    calls = count_calls(monkeypatch, kernel)
     attention = make(spec).train()
     x = torch.randn(6, 2, EMBED)
     padding = torch.tensor([[False] * 6, [True, True] + [False] * 4])
@@ -147,13 +151,6 @@ LOW_RANK = ["dense", "dense+vanilla", "factorized_random+vanilla",
             "dense+factorized_random+vanilla"]
 
 
-def count_calls(monkeypatch, name):
-    calls = []
-    original = getattr(kernels, name)
-    monkeypatch.setattr(kernels, name, lambda *a, **k: calls.append(1) or original(*a, **k))
-    return calls
-
-
 def outputs_and_gradients(attention, x, padding, mask, need_weights):
     attention.zero_grad()
     out, _ = attention(x, x, x, key_padding_mask=padding, attn_mask=mask,
@@ -162,6 +159,17 @@ def outputs_and_gradients(attention, x, padding, mask, need_weights):
     out[real].pow(2).sum().backward()
     grads = {name: p.grad.clone() for name, p in attention.named_parameters()}
     return out[real].detach(), grads
+
+
+def assert_factored_equals_general(attention, x, padding, mask, calls):
+    """The fast forward (which must call the factored kernel) gives the outputs at real
+    positions and the gradient of every parameter of the per-example (need_weights) path."""
+    factored, factored_grads = outputs_and_gradients(attention, x, padding, mask, False)
+    assert len(calls) == 1
+    general, general_grads = outputs_and_gradients(attention, x, padding, mask, True)
+    torch.testing.assert_close(factored, general, atol=1e-5, rtol=1e-5)
+    for name, grad in general_grads.items():
+        torch.testing.assert_close(factored_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("spec", LOW_RANK)
@@ -176,13 +184,8 @@ def test_factored_path_matches_general_path_with_gradients(spec, causal, monkeyp
     padding = torch.stack([torch.arange(9) < 9 - n for n in (9, 4, 6)])
     if causal:
         padding = padding.flip(1)  # a decoder's padding is on the right
-    mask = torch.triu(torch.full((9, 9), float("-inf")), 1) if causal else None
-    factored, factored_grads = outputs_and_gradients(attention, x, padding, mask, False)
-    assert calls
-    general, general_grads = outputs_and_gradients(attention, x, padding, mask, True)
-    torch.testing.assert_close(factored, general, atol=1e-5, rtol=1e-5)
-    for name, grad in general_grads.items():
-        torch.testing.assert_close(factored_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
+    mask = future_mask(9) if causal else None
+    assert_factored_equals_general(attention, x, padding, mask, calls)
 
 
 @pytest.mark.parametrize("spec", LOW_RANK)
@@ -191,8 +194,7 @@ def test_factored_full_forward_equals_incremental_steps(spec, monkeypatch):
     calls = count_calls(monkeypatch, "factored_attention")
     attention = make(spec)
     x = torch.randn(7, 3, EMBED)
-    full, _ = attention(x, x, x, attn_mask=torch.triu(torch.full((7, 7), float("-inf")), 1),
-                        need_weights=False)
+    full, _ = attention(x, x, x, attn_mask=future_mask(7), need_weights=False)
     assert len(calls) == 1
     torch.testing.assert_close(decode(attention, x, [1] * 7, padded=False), full,
                                atol=1e-5, rtol=1e-5)
@@ -207,12 +209,7 @@ def test_long_dense_input_takes_the_factored_path_by_default(monkeypatch):
     x = torch.randn(length, 2, EMBED)
     padding = torch.zeros(2, length, dtype=torch.bool)
     padding[1, -100:] = True
-    factored, factored_grads = outputs_and_gradients(attention, x, padding, None, False)
-    assert len(calls) == 1
-    general, general_grads = outputs_and_gradients(attention, x, padding, None, True)
-    torch.testing.assert_close(factored, general, atol=1e-5, rtol=1e-5)
-    for name, grad in general_grads.items():
-        torch.testing.assert_close(factored_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
+    assert_factored_equals_general(attention, x, padding, None, calls)
 
 
 @pytest.mark.parametrize("spec", ["random", "random+vanilla", "factorized_random",
@@ -229,7 +226,7 @@ def test_parts_without_a_low_rank_form_keep_their_kernels(spec, monkeypatch):
 
 
 def test_is_future_mask_recognises_only_the_causal_mask():
-    causal = torch.triu(torch.full((5, 5), float("-inf")), 1)
+    causal = future_mask(5)
     assert kernels.is_future_mask(causal)
     assert kernels.is_future_mask(causal.isinf())
     assert not kernels.is_future_mask(None)

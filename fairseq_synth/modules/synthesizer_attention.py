@@ -37,6 +37,12 @@ def shared_rows(alignment, first: int, tgt_len: int, src_len: int) -> Tensor:
     return alignment.shared_logits(first + tgt_len, src_len)[:, first:]
 
 
+def weighted(features: Tensor, weight: Optional[Tensor]) -> Tensor:
+    """Query-side features scaled by their part's mixture weight (None for a single part),
+    in the features' dtype: scaling one side scales the logits they produce."""
+    return features if weight is None else features * weight.to(features.dtype)
+
+
 @with_incremental_state
 class SynthesizerAttention(nn.Module):
     """Self-attention whose alignment is synthesized (and optionally mixed with dot product).
@@ -232,12 +238,13 @@ class SynthesizerAttention(nn.Module):
         factors = []
         for name, alignment in self.alignments.items():
             query_features, key_features = alignment.logit_factors(query, keys, src_len)
-            weight = weights[name]
-            if weight is not None:
-                query_features = query_features * weight.to(query_features.dtype)
-            factors.append((query_features, key_features))
-        dropout_p = self.dropout_module.p if self.dropout_module.training else 0.0
-        return kernels.factored_attention(factors, values, attn_mask, key_padding_mask, dropout_p)
+            factors.append((weighted(query_features, weights[name]), key_features))
+        return kernels.factored_attention(factors, values, attn_mask, key_padding_mask,
+                                          self._dropout_p())
+
+    def _dropout_p(self) -> float:
+        """Attention dropout probability of this forward (none in eval)."""
+        return self.dropout_module.p if self.dropout_module.training else 0.0
 
     def _fast_paths(self, query, keys, values, parts, weights, first, attn_mask, key_padding_mask):
         """Attention output (T, B, C) through a kernel that avoids per-example logits, or None
@@ -250,7 +257,7 @@ class SynthesizerAttention(nn.Module):
         masks are per example), the fused one no row whose every key is masked (it gives NaN).
         """
         shared, per_example = parts
-        dropout_p = self.dropout_module.p if self.dropout_module.training else 0.0
+        dropout_p = self._dropout_p()
         if self.key_alignment is None and per_example is None:
             if dropout_p > 0:
                 return None
@@ -261,9 +268,7 @@ class SynthesizerAttention(nn.Module):
             return kernels.shared_alignment_attention(shared, values, attn_mask, key_padding_mask)
         if self.key_alignment is None or kernels.has_empty_rows(attn_mask, key_padding_mask):
             return None
-        weight = weights["vanilla"]
-        queries = self.key_alignment.project_queries(query)
-        queries = queries if weight is None else queries * weight.to(queries.dtype)
+        queries = weighted(self.key_alignment.project_queries(query), weights["vanilla"])
         bias = shared if per_example is None else (
             per_example if shared is None else per_example + shared
         )

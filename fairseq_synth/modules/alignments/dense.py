@@ -32,20 +32,23 @@ class PerHeadTwoLayer(nn.Module):
         nn.init.xavier_uniform_(self.hidden.weight, gain=2 ** -0.5)
         nn.init.xavier_uniform_(self.out_weight)
 
+    def hidden_per_head(self, x):
+        """relu(W1 x + b1) of x (T, B, C), split into heads: (T, B, H, D)."""
+        tgt_len, bsz, _ = x.shape
+        return torch.relu(self.hidden(x)).view(tgt_len, bsz, self.num_heads, self.head_dim)
+
     def factors(self, x, out_len):
         """forward(x)[..., :out_len] as a product: relu(W1 x + b1)_h . W2_h + b2_h is
         [hidden, 1] . [W2_h, b2_h], i.e. (features (B, H, T, D + 1), weights (1, H, out_len,
         D + 1)) with forward(x)[..., :out_len] == features @ weights^T."""
-        tgt_len, bsz, _ = x.shape
-        hidden = torch.relu(self.hidden(x)).view(tgt_len, bsz, self.num_heads, self.head_dim)
-        features = F.pad(hidden.permute(1, 2, 0, 3), (0, 1), value=1.0)
+        features = F.pad(self.hidden_per_head(x).permute(1, 2, 0, 3), (0, 1), value=1.0)
         weights = torch.cat([self.out_weight[..., :out_len], self.out_bias[..., :out_len]], dim=1)
         return features, weights.transpose(1, 2).unsqueeze(0)
 
     def forward(self, x):
         tgt_len, bsz, _ = x.shape
-        hidden = torch.relu(self.hidden(x))  # (T, B, H * D)
-        hidden = hidden.view(tgt_len * bsz, self.num_heads, self.head_dim).transpose(0, 1)
+        hidden = self.hidden_per_head(x).view(tgt_len * bsz, self.num_heads, self.head_dim)
+        hidden = hidden.transpose(0, 1)  # (H, T*B, D)
         out = torch.baddbmm(self.out_bias.to(hidden.dtype), hidden, self.out_weight)  # (H, T*B, out)
         return out.view(self.num_heads, tgt_len, bsz, -1).permute(2, 0, 1, 3)  # (B, H, T, out)
 
