@@ -64,3 +64,69 @@ def test_factored_kernel_ab_prints_a_row_per_model_and_length():
         assert float(factored) > 0 and float(materialized) > 0
         ratio = float(materialized) / float(factored)
         assert abs(float(speedup.strip().rstrip("x")) - ratio) <= 0.01 + 0.05 * ratio
+
+
+BOUND_CHECK = """
+import argparse, sys, torch
+sys.path.insert(0, "scripts")
+import attention_bound, benchmark
+from fairseq import utils
+utils.import_user_module(argparse.Namespace(user_dir=benchmark.USER_DIR))
+attention_bound.register_bound_architectures()
+shape = benchmark.parse_args(["--smoke"])
+dictionary = benchmark.make_dictionary(shape.vocab)
+models = {name: benchmark.Runner(name, shape, dictionary, 2, 12, 6).model
+          for name in [*attention_bound.BOUNDS, "synth_random_base"]}
+def params(name):
+    return sum(p.numel() for p in models[name].parameters())
+layers = [*models["synth_random_base"].encoder.layers, *models["synth_random_base"].decoder.layers]
+projections = sum(p.numel() for layer in layers
+                  for module in (layer.self_attn.v_proj, layer.self_attn.out_proj)
+                  for p in module.parameters())
+alignments = sum(p.numel() for layer in layers for p in layer.self_attn.alignments.parameters())
+assert params("projections_only_bound") - params("no_self_attention_bound") == projections
+assert params("synth_random_base") - params("projections_only_bound") == alignments
+x = torch.randn(12, 2, shape.embed_dim)
+for name in attention_bound.BOUNDS:
+    attention = models[name].decoder.layers[0].self_attn
+    out, weights = attention(query=x, key=x, value=x, attn_mask=None)
+    assert weights is None and out.shape == x.shape
+attention = models["projections_only_bound"].encoder.layers[0].self_attn
+expected = attention.out_proj(attention.v_proj(x))
+assert torch.equal(attention(query=x, key=x, value=x)[0], expected)
+zero = models["no_self_attention_bound"].encoder.layers[0].self_attn
+assert not zero(query=x, key=x, value=x)[0].any()
+print("ok")
+"""
+
+
+def test_attention_bounds_are_the_model_minus_its_mixing_and_projections():
+    """The bound models differ from synth_random_base exactly by the alignment parameters
+    (projections_only_bound) and by those plus the value and output projections
+    (no_self_attention_bound), and compute what they claim."""
+    proc = subprocess.run([sys.executable, "-c", BOUND_CHECK], capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_attention_bound_prints_every_model_against_both_references(tmp_path):
+    out = tmp_path / "bound.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "attention_bound.py"), "--smoke", "--repeats", "2",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = out.read_text()
+    assert "scripts/attention_bound.py --smoke" in table
+    rows = {cells[0].strip(): cells for cells in
+            (line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| "))}
+    assert set(rows) >= {"no_self_attention_bound", "projections_only_bound", "transformer",
+                         "dynamicconv", "synth_random_base"}
+    for name in ["no_self_attention_bound", "projections_only_bound", "synth_random_base"]:
+        params, mode, tok_s, *ratios = (cell.strip() for cell in rows[name][1:])
+        assert mode == "train" and float(tok_s) > 0
+        for ratio in ratios:  # "median (q1-q3)"
+            median, spread = ratio.rstrip(")").split(" (")
+            low, high = map(float, spread.split("-"))
+            assert low <= float(median) <= high, ratio
