@@ -573,7 +573,6 @@ def print_summary(report, args):
 # ----------------------------------------------------------------------------- entry points
 
 def profile(args, dictionary):
-    import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     runner = Runner(args.profile, args, dictionary, args.batch_size, args.seq_len, args.gen_len)

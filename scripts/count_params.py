@@ -69,7 +69,7 @@ def main(argv=None):
 
     print(f"vocabulary {len(dictionary)}, embeddings {'separate' if extra == [] else 'shared'}; "
           f"delta = difference to the first architecture ({rows[0][0]})\n")
-    print(f"| architecture | params (M) | non-embedding (M) | delta (M) | paper (M) | paper delta (M) |")
+    print("| architecture | params (M) | non-embedding (M) | delta (M) | paper (M) | paper delta (M) |")
     print("|---|---|---|---|---|---|")
     paper_reference = PAPER_PARAMS.get(rows[0][0])
     for arch, total, embeddings in rows:
