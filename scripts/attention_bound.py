@@ -32,7 +32,8 @@ BOUNDS = ["no_self_attention_bound", "projections_only_bound"]
 
 
 def register_bound_architectures():
-    """Registers the BOUNDS architectures (model synth_bound, --bound-attention picks one)."""
+    """Registers the BOUNDS architectures (model synth_bound; the architecture name picks the
+    self-attention that replaces the synthesizer)."""
     import torch
     from fairseq.models import register_model, register_model_architecture
     from fairseq.models.transformer import TransformerConfig
