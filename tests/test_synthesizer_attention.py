@@ -215,9 +215,11 @@ def test_unknown_spec_lists_valid_parts():
         SynthesizerAttention(EMBED, HEADS, "random+random", MAX_LEN)
 
 
-def test_factorized_dense_factors_must_multiply_to_max_len():
-    with pytest.raises(ValueError, match="multiply to 10, not to --synth-max-len 12"):
-        SynthesizerAttention(EMBED, HEADS, "factorized_dense", MAX_LEN, dense_factors=(2, 5))
+def test_factorized_dense_factors_must_be_positive_and_multiply_to_max_len():
+    for factors in [(2, 5), (-3, -4), (0, 12)]:
+        with pytest.raises(ValueError, match="positive integers multiplying to --synth-max-len "
+                                             "12; choose a,b with a\\*b = 12"):
+            SynthesizerAttention(EMBED, HEADS, "factorized_dense", MAX_LEN, dense_factors=factors)
     assert SynthesizerAttention(EMBED, HEADS, "factorized_dense", MAX_LEN,
                                 dense_factors=(2, 6)).alignments["factorized_dense"].factors == (2, 6)
 

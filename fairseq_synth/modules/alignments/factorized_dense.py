@@ -22,10 +22,10 @@ class FactorizedDenseAlignment(Alignment):
         super().__init__(cfg)
         self.factors = cfg.dense_factors or default_dense_factors(cfg.max_len)
         a, b = self.factors
-        if a * b != cfg.max_len:
+        if a < 1 or b < 1 or a * b != cfg.max_len:
             raise ValueError(
-                f"--synth-dense-factors {a},{b} multiply to {a * b}, not to --synth-max-len "
-                f"{cfg.max_len}; choose a,b with a*b = {cfg.max_len} "
+                f"--synth-dense-factors {a},{b} are not two positive integers multiplying to "
+                f"--synth-max-len {cfg.max_len}; choose a,b with a*b = {cfg.max_len} "
                 f"(e.g. {','.join(map(str, default_dense_factors(cfg.max_len)))})"
             )
         # One shared hidden layer, then a + b outputs per head (split below).
