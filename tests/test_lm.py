@@ -135,6 +135,31 @@ def test_max_positions_and_too_long_inputs(spec):
         model.decoder(too_long, incremental_state=state)
 
 
+@pytest.mark.parametrize("spec", ["random", "vanilla"])
+def test_add_bos_token_takes_one_position_from_fairseq_length_filter(spec):
+    """language_modeling's --add-bos-token prepends BOS after fairseq filters samples by the
+    model's max_positions, so a position-indexed synthesizer must let one token less through."""
+    plain, _ = build_lm_model("transformer_lm_synth_random_tiny",
+                              ["--decoder-synthesizer", spec, *TINY_LM_ARGS])
+    with_bos, dictionary = build_lm_model("transformer_lm_synth_random_tiny",
+                                          ["--decoder-synthesizer", spec, *TINY_LM_ARGS,
+                                           "--add-bos-token"])
+    if not position_indexed(spec):
+        assert plain.max_positions() == with_bos.max_positions() == TOKENS_PER_SAMPLE
+        return
+    assert (plain.max_positions(), with_bos.max_positions()) == (MAX_LEN, MAX_LEN - 1)
+    longest = random_tokens(dictionary, 2, with_bos.max_positions())
+    bos = torch.full((2, 1), dictionary.bos())
+    assert with_bos.eval()(torch.cat([bos, longest], dim=1))[0].shape[1] == MAX_LEN
+
+
+def test_too_long_input_error_names_eval_lm_context_window():
+    model, dictionary = build("random")
+    with pytest.raises(ValueError, match="--context-window N, keep --tokens-per-sample \\+ N "
+                                         f"<= {MAX_LEN}"):
+        model(random_tokens(dictionary, 1, MAX_LEN + 1))
+
+
 @pytest.mark.parametrize("arch", LM_ARCHS)
 def test_every_registered_architecture_builds(arch):
     assert arch in PRESET_SPECS, f"{arch}: register LM presets through lm_preset_names()"

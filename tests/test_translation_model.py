@@ -234,3 +234,36 @@ def test_bf16_training_step_through_fairseq_criterion(spec):
         model.zero_grad()
         model.float()
     assert abs(losses[torch.bfloat16] - losses[torch.float32]) < 0.02 * losses[torch.float32]
+
+
+def factorized_dense_model(factors):
+    return build_translation_model("synth_factorized_dense_base", [
+        *TINY_ARGS, "--synth-max-len", "12", "--synth-dense-factors", factors])[0]
+
+
+def test_checkpoint_of_other_dense_factors_gets_a_clear_error():
+    """(3, 4) and (4, 3) give the same tensor shapes but lay every row out differently: the
+    factors are saved with the weights and a model built with others refuses them."""
+    trained = factorized_dense_model("3,4").state_dict()
+    with pytest.raises(ValueError, match="trained with --synth-dense-factors 3,4, this model is "
+                                         "built with --synth-dense-factors 4,3"):
+        factorized_dense_model("4,3").load_state_dict(trained)
+    same = factorized_dense_model("3,4")
+    same.load_state_dict(trained)
+    for name, tensor in same.state_dict().items():
+        assert torch.equal(tensor, trained[name]), name
+    # A checkpoint written before the factors were saved loads as before (unchecked).
+    older = {k: v for k, v in trained.items() if not k.endswith("factor_sizes")}
+    assert len(older) < len(trained)
+    factorized_dense_model("3,4").load_state_dict(older)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--synth-random-rank", "0", "--synth-random-rank must be a positive integer, got 0"),
+    ("--synth-dense-factors", "-3,-4", "--synth-dense-factors -3,-4 are not two positive"),
+])
+def test_non_positive_factor_sizes_get_a_clear_error(option, value, message):
+    arch = {"--synth-random-rank": "synth_factorized_random_base"}.get(
+        option, "synth_factorized_dense_base")
+    with pytest.raises(ValueError, match=message):
+        build_translation_model(arch, [*TINY_ARGS, "--synth-max-len", "12", f"{option}={value}"])

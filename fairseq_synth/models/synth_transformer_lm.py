@@ -99,15 +99,22 @@ def decoder_config(args) -> TransformerConfig:
     return cfg
 
 
-def warn_if_blocks_too_long(args):
-    """fairseq skips samples longer than max_positions; with --sample-break-mode none, all."""
-    limit = synthesizer_max_positions(
-        args.decoder_synthesizer, args.synth_max_len, args.max_target_positions
+def sample_max_positions(args, bos_tokens: int) -> int:
+    """The longest sample the model takes: its target positions, and for a position-indexed
+    synthesizer --synth-max-len less the BOS token (--add-bos-token) that the task prepends
+    after fairseq's length filter."""
+    return synthesizer_max_positions(
+        args.decoder_synthesizer, args.synth_max_len - bos_tokens, args.max_target_positions
     )
-    if limit < args.max_target_positions:
+
+
+def warn_if_blocks_too_long(args, bos_tokens: int):
+    """fairseq skips samples longer than max_positions; with --sample-break-mode none, all."""
+    if sample_max_positions(args, bos_tokens) < args.max_target_positions:
+        bos = " plus --add-bos-token's BOS" if bos_tokens else ""
         logger.warning(
             f"{args.max_target_positions} target positions (--tokens-per-sample or "
-            f"--max-target-positions) exceed --synth-max-len {args.synth_max_len} of the "
+            f"--max-target-positions){bos} exceed --synth-max-len {args.synth_max_len} of the "
             f"{args.decoder_synthesizer!r} synthesizer: fairseq will skip longer samples; lower "
             f"--tokens-per-sample or raise --synth-max-len"
         )
@@ -116,6 +123,8 @@ def warn_if_blocks_too_long(args):
 @register_model("synth_transformer_lm", dataclass=SynthTransformerLanguageModelConfig)
 class SynthTransformerLanguageModel(TransformerLanguageModel):
     """fairseq's Transformer language model whose self-attentions are synthesized."""
+
+    bos_tokens = 0  # 1 when the task prepends BOS to every sample (--add-bos-token)
 
     @classmethod
     def hub_models(cls):
@@ -139,7 +148,9 @@ class SynthTransformerLanguageModel(TransformerLanguageModel):
             args.max_target_positions = safe_getattr(
                 args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS
             )
-        warn_if_blocks_too_long(args)
+        # language_modeling's --add-bos-token: one position of every sample goes to BOS.
+        bos_tokens = int(bool(safe_getattr(getattr(task, "args", None), "add_bos_token", False)))
+        warn_if_blocks_too_long(args, bos_tokens)
         if args.tie_adaptive_weights:
             assert args.adaptive_input
             assert args.adaptive_input_factor == args.adaptive_softmax_factor
@@ -151,7 +162,14 @@ class SynthTransformerLanguageModel(TransformerLanguageModel):
             cls.build_input_embedding(args, task.source_dictionary),
             no_encoder_attn=True,
         )
-        return cls(decoder)
+        model = cls(decoder)
+        model.bos_tokens = bos_tokens
+        return model
+
+    def max_positions(self):
+        """What fairseq filters samples by: the decoder's limit, less --add-bos-token's BOS."""
+        return min(self.decoder.max_positions(),
+                   sample_max_positions(self.decoder.cfg, self.bos_tokens))
 
     @classmethod
     def build_input_embedding(cls, args, dictionary):

@@ -107,8 +107,10 @@ class SynthesizerAttention(nn.Module):
             raise ValueError(
                 f"sequence of length {length} is longer than the {self.synthesizer!r} "
                 f"synthesizer's maximum length {self.max_len}: train with a larger "
-                f"--synth-max-len, or keep inputs within it (fairseq filters longer ones by the "
-                f"model's max_positions; use --skip-invalid-size-inputs-valid-test to skip them)"
+                f"--synth-max-len, or keep inputs within it. fairseq filters samples longer than "
+                f"the model's max_positions (--skip-invalid-size-inputs-valid-test skips them), "
+                f"but not context added after that filter: with fairseq-eval-lm --context-window "
+                f"N, keep --tokens-per-sample + N <= {self.max_len}"
             )
 
     def forward(

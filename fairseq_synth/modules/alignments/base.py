@@ -62,10 +62,14 @@ class Alignment(nn.Module):
     ) -> Tensor:
         raise NotImplementedError
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # A checkpoint of another --synth-max-len: a clear error naming the option instead of
-        # torch's size mismatch (checkpoint_compat.py). Children are checked here too.
+    def check_checkpoint(self, state_dict, prefix: str):
+        """Raise a clear error if this alignment's entries in ``state_dict`` do not fit it."""
+        # Another --synth-max-len: an error naming the option instead of torch's size mismatch
+        # (checkpoint_compat.py). Children are checked here too.
         check_alignment_shapes(self, state_dict, prefix)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.check_checkpoint(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -5,6 +5,9 @@ A_i[p] * B_i[q] laid out at column p * b + q, i.e. A tiled over blocks of b (H_A
 across the a blocks (H_B), multiplied elementwise as in the paper.
 """
 
+import torch
+
+from ...checkpoint_compat import SynthesizerCheckpointError
 from . import register_alignment
 from .base import Alignment, AlignmentConfig, select_key_positions
 from .dense import PerHeadTwoLayer
@@ -30,6 +33,31 @@ class FactorizedDenseAlignment(Alignment):
             )
         # One shared hidden layer, then a + b outputs per head (split below).
         self.rows = PerHeadTwoLayer(cfg.embed_dim, cfg.num_heads, a + b)
+        # (a, b) saved with the weights: (b, a) has the same shapes but lays every row out
+        # differently, so only the stored values can tell a mismatched checkpoint.
+        self.register_buffer("factor_sizes", torch.tensor([a, b]))
+
+    def check_checkpoint(self, state_dict, prefix):
+        super().check_checkpoint(state_dict, prefix)
+        stored = state_dict.get(prefix + "factor_sizes")
+        if stored is not None and tuple(stored.tolist()) != self.factors:
+            trained = ",".join(map(str, stored.tolist()))
+            raise SynthesizerCheckpointError(
+                f"cannot load the 'factorized_dense' synthesizer alignment "
+                f"{prefix.rstrip('.')}: the checkpoint was trained with --synth-dense-factors "
+                f"{trained}, this model is built with --synth-dense-factors "
+                f"{','.join(map(str, self.factors))}. The tensors have the same shapes but every "
+                f"row would be laid out differently; build the model with --synth-dense-factors "
+                f"{trained} (drop the option or the 'synth_dense_factors' model override)."
+            )
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        # Checkpoints written before factor_sizes existed load as before (unchecked).
+        if prefix + "factor_sizes" in missing_keys:
+            missing_keys.remove(prefix + "factor_sizes")
 
     def forward(self, query, keys, src_len, query_positions=None, key_positions=None):
         a, b = self.factors

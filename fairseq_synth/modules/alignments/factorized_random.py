@@ -20,6 +20,8 @@ class FactorizedRandomAlignment(Alignment):
     def __init__(self, cfg: AlignmentConfig):
         super().__init__(cfg)
         self.rank = cfg.random_rank
+        if self.rank < 1:
+            raise ValueError(f"--synth-random-rank must be a positive integer, got {self.rank}")
         # std k^-1/4 per factor gives product entries of unit variance, like Random's N(0, 1).
         std = self.rank ** -0.25
         self.left = nn.Parameter(torch.randn(cfg.num_heads, cfg.max_len, self.rank) * std)
