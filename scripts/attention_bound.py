@@ -20,7 +20,6 @@ times them, at the benchmark's target shape.
 
 import argparse
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -163,11 +162,9 @@ def main(argv=None):
             entry = results[name]["modes"][mode]
             if "error" in entry:
                 raise SystemExit(f"{name} {mode} failed: {entry['error']}")
-            cells = []
-            for ref in refs:
-                runs = entry["ratio_runs"][ref]
-                low, high = benchmark.middle_half(runs)
-                cells.append(f"{statistics.median(runs):.2f} ({low:.2f}-{high:.2f})")
+            cells = [f"{entry['ratio'][ref]:.2f} "
+                     f"({benchmark.spread_text(benchmark.middle_half(entry['ratio_runs'][ref]))})"
+                     for ref in refs]
             lines.append(f"| {name} | {results[name]['params'] / 1e6:.1f} | {mode} | "
                          f"{entry['tok_s']:.0f} | " + " | ".join(cells) + " |")
     print("\n".join(lines))

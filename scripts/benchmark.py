@@ -361,6 +361,11 @@ def middle_half(values):
     return first, third
 
 
+def spread_text(spread) -> str:
+    """(q1, q3) as 'q1-q3'."""
+    return f"{spread[0]:.2f}-{spread[1]:.2f}"
+
+
 def add_ratios(results):
     """ratio[ref] = median over repeats of (tokens/s of the model) / (tokens/s of ref);
     ratio_runs[ref] keeps every repeat's ratio."""
@@ -483,7 +488,7 @@ def markdown(report, args):
                   "(first to third quartile), the noise a single median hides.", "",
                   "| target | measured | spread | met |", "|---|---:|---:|---|"]
         for label, value, spread, bound, met in checks:
-            spread = "-" if spread is None else f"{spread[0]:.2f}-{spread[1]:.2f}"
+            spread = "-" if spread is None else spread_text(spread)
             verdict = "-" if met is None else "yes" if met else "NO"
             lines.append(f"| {label} | {value:.2f} | {spread} | {verdict} |")
     if report.get("sweep"):
@@ -566,7 +571,7 @@ def print_summary(report, args):
                 for m in args.modes))
     for label, value, spread, bound, met in targets(target, args):
         status = "" if met is None else "  met" if met else "  NOT MET"
-        spread = "" if spread is None else f" (middle half of repeats {spread[0]:.2f}-{spread[1]:.2f})"
+        spread = "" if spread is None else f" (middle half of repeats {spread_text(spread)})"
         print(f"{label}: {value:.2f}{spread}{status}")
 
 
