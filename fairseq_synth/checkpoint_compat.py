@@ -6,7 +6,8 @@ Random and Fixed Random hold (H, L, L) matrices, Dense (H, D, L) output layers, 
 with another (``fairseq-generate --model-overrides "{'synth_max_len': 512}"``, or
 ``fairseq-train --restore-file ... --synth-max-len 512``). Torch would report a "size mismatch"
 per tensor; ``Alignment._load_from_state_dict`` calls :func:`check_alignment_shapes` first, which
-names the option and both values.
+names the option and both values. Factorized Dense's a,b and b,a give identical shapes, so it
+also checks its saved factors (``FactorizedDenseAlignment.check_checkpoint``).
 
 Alignments are not resized: rows and columns past the trained length would be untrained (or
 dropped), silently changing the model. Build the model with the checkpoint's sizes instead;
