@@ -214,8 +214,9 @@ def test_interrupted_training_keeps_last_checkpoint_and_resumes_exactly(
     stopped_at, saved = training.stop_between_saves(length)
     training.proc.send_signal(signum)
     training.proc.send_signal(signal.SIGCONT)
-    assert training.proc.wait(timeout=60) != 0  # killed, not finished
+    returncode = training.proc.wait(timeout=60)
     training.reader.join(timeout=10)
+    assert returncode != 0, training.output[-4000:]  # killed, not finished
     assert stopped_at % length != 0  # interrupted mid-epoch
 
     # The last good checkpoint is intact and is the last one fairseq reported as saved.
