@@ -152,14 +152,22 @@ def test_without_update_epoch_batch_itr_a_later_epoch_resumes_differently(
 
 # --- interruption -----------------------------------------------------------------------------
 
+def default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class TrainingProcess:
     """fairseq-train in the background, its log collected line by line."""
 
     def __init__(self, args):
         # The same environment as the straight run it is compared with, bit for bit.
+        # SIGINT at its default, as in a terminal: a shell that starts jobs in the background
+        # (`cmd &` without job control) makes children ignore it, and Python then never raises
+        # KeyboardInterrupt, so the SIGINT case would test nothing but that inheritance.
         self.proc = subprocess.Popen([str(BIN / "fairseq-train"), *map(str, args)],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=cli_env(PYTHONUNBUFFERED="1"))
+                                     text=True, env=cli_env(PYTHONUNBUFFERED="1"),
+                                     preexec_fn=default_sigint)
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
