@@ -245,8 +245,10 @@ class SynthesizerAttention(nn.Module):
                                           self._dropout_p())
 
     def _dropout_p(self) -> float:
-        """Attention dropout probability of this forward (none in eval)."""
-        return self.dropout_module.p if self.dropout_module.training else 0.0
+        """Attention dropout probability of this forward, by FairseqDropout's own rule: in
+        training, and in eval when fairseq's --retain-dropout set apply_during_inference."""
+        dropout = self.dropout_module
+        return dropout.p if dropout.training or dropout.apply_during_inference else 0.0
 
     def _fast_paths(self, query, keys, values, parts, weights, first, attn_mask, key_padding_mask):
         """Attention output (T, B, C) through a kernel that avoids per-example logits, or None
