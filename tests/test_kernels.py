@@ -69,7 +69,7 @@ def brute_force_empty_rows(attn_mask, key_padding_mask, bsz, tgt_len, src_len):
     masked = torch.zeros(bsz, tgt_len, src_len, dtype=torch.bool)
     if attn_mask is not None:
         blocked = attn_mask if attn_mask.dtype == torch.bool else torch.isinf(attn_mask)
-        masked |= blocked
+        masked |= blocked if blocked.dim() == 2 else blocked[:, 0]  # (B, 1, T, S) per example
     if key_padding_mask is not None:
         masked |= key_padding_mask[:, None, :]
     return bool(masked.all(dim=-1).any())
@@ -82,7 +82,8 @@ def test_has_empty_rows_matches_brute_force():
     right_padded = torch.tensor([[False] * 5, [False, False, True, True, True]])
     left_padded = right_padded.flip(1)
     fully_padded = torch.tensor([[False] * 5, [True] * 5])
-    masks = [None, causal, causal.isinf(), blocked_row]
+    per_example = torch.stack([causal, blocked_row]).unsqueeze(1)  # (B, 1, T, S)
+    masks = [None, causal, causal.isinf(), blocked_row, per_example, per_example.isinf()]
     paddings = [None, right_padded, left_padded, fully_padded]
     for attn_mask, padding in itertools.product(masks, paddings):
         expected = brute_force_empty_rows(attn_mask, padding, 2, 5, 5)

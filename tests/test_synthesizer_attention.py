@@ -70,6 +70,41 @@ def test_padding_invariance(spec):
     torch.testing.assert_close(got[4:, 0], expected[:, 0], atol=1e-5, rtol=1e-5)
 
 
+def sentence_mask(kind, length):
+    """A (T, T) attn_mask of one sentence: additive with finite values and key 3 blocked, bool
+    with random blocked pairs (never the diagonal), or fairseq's future mask."""
+    if kind == "future":
+        return future_mask(length)
+    if kind == "bool":
+        return (torch.rand(length, length) > 0.6).fill_diagonal_(False)
+    mask = torch.randn(length, length)
+    mask[:, 3] = float("-inf")
+    return mask
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("kind", ["additive", "bool", "future"])
+@pytest.mark.parametrize("path", ["weights", "fast", "factored"])
+def test_attn_mask_moves_with_left_padding(spec, kind, path, monkeypatch):
+    """attn_mask addresses the input's time steps: a sentence left-padded by two in a batch,
+    its mask moved with it, gives its output alone (position-indexed parts compact each row
+    before attending, padding.py, so the mask must follow the tokens). ``path``: the
+    per-example path (need_weights), the fast kernels, or the factored kernel's too."""
+    if path == "factored":
+        monkeypatch.setattr(kernels, "FACTORED_MIN_KEYS", 0)
+    need_weights = path == "weights"
+    attention = make(spec)
+    alone, longer = torch.randn(7, 1, EMBED), torch.randn(9, 1, EMBED)
+    batch = torch.cat([torch.cat([torch.zeros(2, 1, EMBED), alone]), longer], dim=1)
+    mask = sentence_mask(kind, 7)
+    batch_mask = sentence_mask(kind, 9) if kind == "future" else torch.zeros(9, 9, dtype=mask.dtype)
+    batch_mask[2:, 2:] = mask
+    expected, _ = attention(alone, alone, alone, attn_mask=mask, need_weights=need_weights)
+    got, _ = attention(batch, batch, batch, key_padding_mask=left_padded([7, 9]),
+                       attn_mask=batch_mask, need_weights=need_weights)
+    torch.testing.assert_close(got[2:, 0], expected[:, 0], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_causality(spec):
     attention = make(spec)

@@ -3,7 +3,8 @@
 B batch, H heads, T queries, S keys, D head width. Values arrive as (B, H, S, D); every function
 returns the attention output as (T, B, H * D), fairseq's Time x Batch x Channel layout.
 Masks follow fairseq: ``attn_mask`` (T, S) is additive (0 / -inf) or bool (True = masked);
-``key_padding_mask`` (B, S) is bool, True at padding.
+``key_padding_mask`` (B, S) is bool, True at padding. Compacted rows (padding.py) carry one
+``attn_mask`` per example, (B, 1, T, S), which every kernel but the shared ones takes.
 """
 
 from typing import Optional
@@ -26,11 +27,16 @@ def to_time_major(out: Tensor) -> Tensor:
     return out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, heads * head_dim)
 
 
+def per_example_mask(attn_mask: Optional[Tensor]) -> bool:
+    """True for an attn_mask of one (T, S) mask per example, (B, 1, T, S)."""
+    return attn_mask is not None and attn_mask.dim() == 4
+
+
 def has_empty_rows(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> bool:
     """True when some query row (of some example) has every key masked.
 
-    Checked on the small masks, (T, S) and (B, S), never on (B, H, T, S) logits: the number of
-    keys row t of example b sees is (real keys of b) @ (keys row t allows)^T.
+    Checked on the masks, (T, S) or (B, 1, T, S), and (B, S), never on (B, H, T, S) logits:
+    the number of keys row t of example b sees is (keys row t allows) @ (real keys of b).
     """
     if attn_mask is None and key_padding_mask is None:
         return False
@@ -42,7 +48,8 @@ def has_empty_rows(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tenso
     real = (~key_padding_mask).to(torch.float32)  # (B, S)
     if allowed is None:
         return bool((real.sum(dim=1) == 0).any())
-    visible = torch.matmul(real, allowed.to(torch.float32).t())  # (B, T)
+    # (T, S) or (B, 1, T, S) @ (B, 1, S, 1) -> (B, 1, T, 1)
+    visible = torch.matmul(allowed.to(torch.float32), real[:, None, :, None])
     return bool((visible == 0).any())
 
 

@@ -5,7 +5,8 @@ position within its own sentence (``utils.make_positions``). Position-indexed al
 the same, or a sentence's output would depend on how much padding its batch gave it. We
 *compact* each row so that its real tokens come first (stable, so their order is kept): then the
 token at index t has position t for every sentence, one alignment block [:T, :S] serves the whole
-batch, and padding becomes right padding that a key mask handles.
+batch, and padding becomes right padding that a key mask handles. An attn_mask addresses the input's time
+steps, so it moves with the tokens (one mask per row).
 """
 
 from typing import Optional
@@ -34,6 +35,13 @@ def gather_time(x: Tensor, order: Tensor) -> Tensor:
     """Reorder a (T, B, C) tensor along time, per batch row, by order (B, T)."""
     index = order.t().unsqueeze(-1).expand_as(x)
     return x.gather(0, index)
+
+
+def gather_mask(attn_mask: Tensor, order: Tensor) -> Tensor:
+    """Move a (T, T) attn_mask over the input's time steps with each row's compaction by
+    order (B, T): (B, 1, T, T), entry [b, 0, t, s] = attn_mask[order[b, t], order[b, s]],
+    broadcasting over heads like (B, H, T, S) logits."""
+    return attn_mask[order[:, :, None], order[:, None, :]].unsqueeze(1)
 
 
 def sentence_positions(key_padding_mask: Optional[Tensor], bsz: int, length: int, device) -> Tensor:

@@ -22,6 +22,7 @@ from . import attention_kernels as kernels
 from .alignments import ALIGNMENT_REGISTRY, AlignmentConfig, parse_synthesizer_spec
 from .padding import (
     compaction_order,
+    gather_mask,
     gather_time,
     inverse_order,
     needs_compaction,
@@ -59,7 +60,8 @@ class SynthesizerAttention(nn.Module):
     Shape:
         query: (T, B, C); key/value must be the query (self-attention) or None.
         key_padding_mask: (B, T) bool, True at padding.
-        attn_mask: (T, T) additive or bool mask, e.g. fairseq's causal future mask.
+        attn_mask: (T, T) additive or bool mask over the input's time steps, e.g. fairseq's
+            causal future mask.
         returns (T, B, C) and attention weights (B, T, T) (or (H, B, T, T) per head) if asked.
     """
 
@@ -157,6 +159,10 @@ class SynthesizerAttention(nn.Module):
             order = compaction_order(key_padding_mask)
             query = gather_time(query, order)
             key_padding_mask = key_padding_mask.gather(1, order)
+            # Compaction keeps the real tokens' order, so fairseq's future mask still masks
+            # the same pairs of real tokens and can stay one (T, T) mask for the batch.
+            if attn_mask is not None and not kernels.is_future_mask(attn_mask):
+                attn_mask = gather_mask(attn_mask, order)  # (B, 1, T, T)
         out, probs = self._attend(query, key_padding_mask, attn_mask, need_weights)
         if order is not None:
             inverse = inverse_order(order)
@@ -263,7 +269,7 @@ class SynthesizerAttention(nn.Module):
         shared, per_example = parts
         dropout_p = self._dropout_p()
         if self.key_alignment is None and per_example is None:
-            if dropout_p > 0:
+            if dropout_p > 0 or kernels.per_example_mask(attn_mask):
                 return None
             if first > 0:  # decoding steps (no padding): rows of the cached values
                 if kernels.has_empty_rows(attn_mask, None):
