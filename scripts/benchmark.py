@@ -21,6 +21,8 @@ data, shapes, joined dictionary and thread count. What is timed:
 Runs are interleaved: each repeat runs every model back to back (order rotated per repeat), after
 warm-up runs that are never timed. Reported: median tokens/s, and ratios as the median of the
 per-repeat ratios (a slow spell of the shared machine then hits both sides of a ratio).
+While it runs it prints a line per run of each model and mode (warm-ups included) with the time
+elapsed and an estimate of the time left (ETA), and a line at the end of each repeat.
 Peak memory is the growth of the process's resident set (VmHWM, reset through
 /proc/self/clear_refs after malloc_trim) during the first, untimed run of each model and mode:
 activations, gradients and Adam's two moments (created by the first update), beam buffers; the
@@ -296,8 +298,59 @@ def matmul_peak(size, tries=5):
     return 2 * size ** 3 / best / 1e9
 
 
-def measure(names, args, dictionary, bsz, length, gen_len, modes, repeats, detailed, log):
-    """Interleaved timings of ``modes`` for every model at one shape."""
+def warmup_runs(args, detailed):
+    """Untimed runs per model and mode: --warmup, at least one when it counts FLOPs."""
+    return max(args.warmup, 1) if detailed else args.warmup
+
+
+class Progress:
+    """One line per measured model and mode, with the time elapsed (``log``'s prefix) and an
+    estimate of the time left.
+
+    ``plan`` counts every run still to do (warm-ups and timed repeats) per phase, model and mode;
+    each is expected to take as long as the last run of the same model and mode (the sweep keeps
+    the tokens per batch of the target shape), or, before there is one, the mean of the known
+    runs of that mode (of any mode at the very start)."""
+
+    def __init__(self, log):
+        self.log, self.left, self.last = log, {}, {}
+
+    def plan(self, phase, names, modes, runs):
+        for name in names:
+            for mode in modes:
+                self.left[(phase, name, mode)] = runs
+
+    def drop(self, phase, name, mode=None):
+        """Forget the runs a model (or one of its modes) will not do: it failed."""
+        for key in [k for k in self.left if k[:2] == (phase, name) and mode in (None, k[2])]:
+            del self.left[key]
+
+    def done(self, phase, name, mode, seconds, what, tokens=None):
+        key = (phase, name, mode)
+        self.left[key] = max(0, self.left.get(key, 0) - 1)
+        self.last[(name, mode)] = seconds
+        rate = f"{tokens / seconds:.0f} tok/s, " if tokens else ""
+        self.log(f"  {mode} {name}, {what}: {rate}{seconds:.2f} s; ETA {self.eta()}")
+
+    def eta(self):
+        known = list(self.last.values())
+        total = 0.0
+        for (_, name, mode), runs in self.left.items():
+            if runs:
+                same_mode = [s for (_, m), s in self.last.items() if m == mode]
+                guess = self.last.get((name, mode)) or statistics.mean(same_mode or known)
+                total += runs * guess
+        return f"{total / 60:.0f} min" if total >= 90 else f"{total:.0f} s"
+
+
+def measure(names, args, dictionary, bsz, length, gen_len, modes, repeats, detailed, log,
+            progress=None, phase="target"):
+    """Interleaved timings of ``modes`` for every model at one shape. ``progress`` (a Progress
+    whose plan has this ``phase``) prints a line per run; without one, a Progress of this call."""
+    if progress is None:
+        progress = Progress(log)
+        progress.plan(phase, names, modes, warmup_runs(args, detailed) + repeats)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     runners, results = {}, {}
     for name in names:
         try:
@@ -306,6 +359,7 @@ def measure(names, args, dictionary, bsz, length, gen_len, modes, repeats, detai
         except Exception as error:  # e.g. an architecture that cannot address this length
             results[name] = {"error": f"{type(error).__name__}: {error}"}
             log(f"  {name}: not built ({results[name]['error']})")
+            progress.drop(phase, name)
     for mode in modes:
         for name, runner in runners.items():
             entry = results[name]["modes"][mode] = {"seconds": [], "tokens": None}
@@ -313,20 +367,25 @@ def measure(names, args, dictionary, bsz, length, gen_len, modes, repeats, detai
                 warmups = args.warmup
                 if detailed:  # the first warm-up run also counts FLOPs and peak memory
                     flops = []
+                    start = clock()
                     entry["peak_mb"] = peak_memory_mb(
                         lambda: flops.append(count_flops(lambda: runner.run(mode))))
                     entry["flops"] = flops[0]
+                    progress.done(phase, name, mode, clock() - start,
+                                  "warm-up (FLOPs, memory)")
                     warmups -= 1
                 for _ in range(warmups):
+                    start = clock()
                     runner.run(mode)
+                    progress.done(phase, name, mode, clock() - start, "warm-up")
             except Exception as error:
                 entry["error"] = f"{type(error).__name__}: {error}"
                 log(f"  {name} {mode}: failed ({entry['error']})")
+                progress.drop(phase, name, mode)
     for repeat in range(repeats):
         for mode in modes:
             live = [n for n in runners if "error" not in results[n]["modes"][mode]]
             shift = repeat % max(1, len(live))
-            clock = time.perf_counter if args.clock == "wall" else time.process_time
             for name in live[shift:] + live[:shift]:
                 start = clock()
                 tokens = runners[name].run(mode)
@@ -334,6 +393,8 @@ def measure(names, args, dictionary, bsz, length, gen_len, modes, repeats, detai
                 entry = results[name]["modes"][mode]
                 entry["seconds"].append(seconds)
                 entry["tokens"] = tokens
+                progress.done(phase, name, mode, seconds, f"repeat {repeat + 1}/{repeats}",
+                              tokens)
         log(f"  repeat {repeat + 1}/{repeats} done")
     for name in runners:
         for mode, entry in results[name]["modes"].items():
@@ -628,8 +689,14 @@ def main(argv=None):
     peak = matmul_peak(args.matmul_size)
     log(f"fp32 matmul peak: {peak:.0f} GFLOP/s at {args.threads} threads")
     log(f"target shape: batch {args.batch_size} x {args.seq_len}, modes {args.modes}")
+    progress = Progress(log)  # plans every run of the target shape and the sweep
+    progress.plan("target", args.archs, args.modes, warmup_runs(args, True) + args.repeats)
+    for length in args.sweep:
+        progress.plan(length, args.sweep_archs, args.sweep_modes,
+                      warmup_runs(args, False) + args.sweep_repeats)
     report = {"target": measure(args.archs, args, dictionary, args.batch_size, args.seq_len,
-                                args.gen_len, args.modes, args.repeats, True, log),
+                                args.gen_len, args.modes, args.repeats, True, log,
+                                progress, "target"),
               "sweep": {}}
     tokens = args.batch_size * args.seq_len
     for length in args.sweep:
@@ -637,7 +704,7 @@ def main(argv=None):
         log(f"sweep: batch {bsz} x {length}")
         report["sweep"][str(length)] = measure(
             args.sweep_archs, args, dictionary, bsz, length, min(args.gen_len, length - 1),
-            args.sweep_modes, args.sweep_repeats, False, log)
+            args.sweep_modes, args.sweep_repeats, False, log, progress, length)
     report["meta"] = {
         "command": shlex.join([".venv/bin/python", "scripts/benchmark.py", *(
             argv if argv is not None else sys.argv[1:])]),
