@@ -1,5 +1,6 @@
 """The fast paths of attention_kernels / SynthesizerAttention agree with the general path."""
 
+import copy
 import itertools
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from fairseq_synth.modules import ALIGNMENT_REGISTRY, SynthesizerAttention
 from fairseq_synth.modules import attention_kernels as kernels
 from fairseq_synth.modules.synthesizer_attention import shared_rows
-from test_synthesizer_attention import future_mask
+from test_synthesizer_attention import future_mask, left_padded
 
 MIXTURES = ["random+vanilla", "dense+vanilla", "random+dense", "factorized_random+vanilla",
             "factorized_dense+random+vanilla"]
@@ -237,3 +238,28 @@ def test_is_future_mask_recognises_only_the_causal_mask():
     blocked = causal.clone()
     blocked[3, 0] = float("-inf")
     assert not kernels.is_future_mask(blocked)
+
+
+def test_fp16_padded_batch_with_large_random_logits_stays_on_the_shared_kernel(monkeypatch):
+    """Random logits of scale 3 in fp16 with padding: a row's real keys can sum to less than
+    fp16 can hold relative to a padded key's exp; the shared kernel keeps the batch (its
+    products then in fp32) with the per-example path's accuracy against fp32."""
+    torch.manual_seed(0)
+    reference = SynthesizerAttention(EMBED, HEADS, "random", 24).eval()
+    with torch.no_grad():
+        reference.alignments["random"].weight.mul_(3.0)
+    half = copy.deepcopy(reference).half()
+    padding = left_padded([20, 3, 7, 12, 5, 16, 9, 4, 18, 6])
+    x = torch.randn(20, 10, EMBED)
+    x16 = x.half()
+    shared = count_calls(monkeypatch, "shared_alignment_attention")
+    per_example = count_calls(monkeypatch, "materialized_attention")
+    with torch.no_grad():
+        fast, _ = half(x16, x16, x16, key_padding_mask=padding, need_weights=False)
+        assert len(shared) == 1 and not per_example
+        general, _ = half(x16, x16, x16, key_padding_mask=padding, need_weights=True)
+        expected, _ = reference(x, x, x, key_padding_mask=padding, need_weights=True)
+    real = ~padding.t()
+    fast_error = (fast.float() - expected)[real].abs().max()
+    general_error = (general.float() - expected)[real].abs().max()
+    assert fast_error <= 1.5 * general_error

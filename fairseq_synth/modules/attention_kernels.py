@@ -91,9 +91,11 @@ def shared_alignment_attention(logits, values, attn_mask, key_padding_mask) -> O
     by algebra rather than per-example softmaxes: with E = exp(logits - row max) and m the
     (B, S) 0/1 mask of real keys,
         out[b] = E @ (m[b] * V[b]) / (E @ m[b]),
-    two matmuls against the shared E. This is exact unless every real key of a row lies far
-    (~80 nats in fp32) below a padded key of that row, where E underflows; then it returns None
-    and the caller takes the per-example path.
+    two matmuls against the shared E. E's real-key sums (the denominators) can be far below 1
+    when a padded key dominates a row; the products are taken in the values' dtype when its
+    range holds them, else in fp32 (fp16's smallest normal number, 6e-5, is e^-9.7 away; bf16
+    has fp32's range). Only when every real key of a row lies ~44 nats below a padded key of
+    that row does this return None, and the caller takes the per-example path.
     """
     bsz, heads, src_len, head_dim = values.shape
     tgt_len = logits.size(1)
@@ -112,15 +114,28 @@ def shared_alignment_attention(logits, values, attn_mask, key_padding_mask) -> O
     row_max = row_max.masked_fill(torch.isinf(row_max), 0.0)
     exp = torch.exp(logits - row_max)  # (H, T, S)
     denominator = torch.matmul(exp, keep.t())  # (H, T, B)
-    smallest = torch.finfo(values.dtype).tiny ** 0.5
-    has_keys = keep.sum(dim=1) > 0  # (B,)
-    if bool(((denominator < smallest) & has_keys).any()):
+    dtype = product_dtype(denominator, keep.sum(dim=1) > 0, values.dtype)
+    if dtype is None:
         return None
-    masked_values = values * keep[:, None, :, None].to(values.dtype)
+    masked_values = (values * keep[:, None, :, None].to(values.dtype)).to(dtype)
     stacked = masked_values.permute(1, 2, 0, 3).reshape(heads, src_len, bsz * head_dim)
-    numerator = torch.matmul(exp.to(values.dtype), stacked).view(heads, tgt_len, bsz, head_dim)
-    out = numerator / denominator.clamp_min(smallest).unsqueeze(-1).to(values.dtype)
-    return out.permute(1, 2, 0, 3).reshape(tgt_len, bsz, heads * head_dim)
+    numerator = torch.matmul(exp.to(dtype), stacked).view(heads, tgt_len, bsz, head_dim)
+    smallest = torch.finfo(dtype).tiny ** 0.5
+    out = numerator / denominator.clamp_min(smallest).unsqueeze(-1).to(dtype)
+    return out.permute(1, 2, 0, 3).reshape(tgt_len, bsz, heads * head_dim).to(values.dtype)
+
+
+def product_dtype(denominator: Tensor, has_keys: Tensor, dtype: torch.dtype
+                  ) -> Optional[torch.dtype]:
+    """The dtype for the shared kernel's products: ``dtype`` (the values') if every real-key
+    sum of E, denominator (H, T, B), is at least the square root of its smallest normal
+    number (so E's entries that matter and their products with values stay normal), else fp32
+    if that holds there, else None. Examples without keys (has_keys (B,) False) give zeros
+    whatever their sums."""
+    for candidate in (dtype, torch.float32):
+        if not bool(((denominator < torch.finfo(candidate).tiny ** 0.5) & has_keys).any()):
+            return candidate
+    return None
 
 
 def shared_rows_attention(logits: Tensor, values: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
