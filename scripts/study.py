@@ -1,0 +1,524 @@
+#!/usr/bin/env python
+"""Train a grid of models x seeds the same way, score them, and report with significance.
+
+Every model gets the same data, sizes, optimizer, schedule, dropout and budget (a number of
+updates, or of minutes with ``--minutes``); only the architecture differs. Translation is scored
+by averaging the last ``--average-last`` checkpoints (fairseq's averaging, as copied in
+``examples/wmt/average_checkpoints.py``), ``fairseq-generate`` with beam 4 and sacreBLEU / chrF
+on detokenised output against the raw references; language models by ``fairseq-eval-lm``
+perplexity of the averaged model. ``scripts/study_report.py`` then writes the table (mean and
+standard deviation over seeds, 95% bootstrap intervals, paired bootstrap against the
+Transformer), ``study.json`` with every run's learning curve, and plots.
+
+Resumable: re-running the same command continues an interrupted run from its
+``checkpoint_last.pt`` (fairseq saves every ``--save-interval-updates``) and skips finished runs;
+each run's ``result.json`` is written as soon as it is scored.
+
+    .venv/bin/python scripts/study.py --data data/bible --tasks translation \\
+        --models transformer:3,random:3,dense --max-update 3000 --out results/study
+    # WMT'16 En-De on GPUs: the paper's base sizes, fairseq flags passed through
+    python scripts/study.py --data data-bin/wmt16_en_de --tasks translation --size base \\
+        --models transformer,random+vanilla --max-update 100000 --max-tokens 4096 \\
+        --spm-model none --fairseq-args "--fp16 --lr 7e-4 --warmup-updates 4000"
+
+A model is ``NAME[:SEEDS]`` (SEEDS seeds 1..SEEDS, default ``--seeds``); names are listed by
+``--list-models``.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = REPO / "fairseq_synth"
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import study_report  # noqa: E402
+
+# Every Synthesizer variant is fairseq's Transformer with synthetic self-attention
+# (``--encoder-synthesizer`` also sets the decoder's); the others are fairseq's own models.
+SYNTHESIZERS = ["random", "fixed_random", "factorized_random", "dense", "factorized_dense",
+                "random+vanilla", "dense+vanilla"]
+DYNAMIC = ["--encoder-conv-type", "dynamic", "--decoder-conv-type", "dynamic"]
+TRANSLATION_MODELS = {
+    "transformer": ["--arch", "transformer"],
+    "lightconv": ["--arch", "lightconv"],
+    "dynamicconv": ["--arch", "lightconv", *DYNAMIC],
+    **{name: ["--arch", "synth_transformer", "--encoder-synthesizer", name]
+       for name in SYNTHESIZERS},
+}
+LM_MODELS = {
+    "transformer": ["--arch", "transformer_lm"],
+    "lightconv": ["--arch", "lightconv_lm"],
+    "dynamicconv": ["--arch", "lightconv_lm", "--decoder-conv-type", "dynamic"],
+    **{name: ["--arch", "synth_transformer_lm", "--decoder-synthesizer", name]
+       for name in SYNTHESIZERS},
+}
+MODELS = {"translation": TRANSLATION_MODELS, "lm": LM_MODELS}
+BASELINE = "transformer"
+
+# (layers, width, FFN width, heads, longest sequence); "cpu" trains in minutes on 2 cores,
+# "base" is the paper's (and fairseq's transformer_wmt_en_de) base size, "tiny" for smoke tests.
+SIZES = {"tiny": (1, 32, 64, 2, 32), "cpu": (3, 128, 512, 4, 128),
+         "base": (6, 512, 2048, 8, 256)}
+KERNELS = {"tiny": "[3]", "cpu": "[3,7,15]", "base": "[3,7,15,31,31,31]"}  # (light|dynamic)conv
+# fairseq (main) drops a last batch smaller than --required-batch-size-multiple in generation
+# and validation (fairseq issue #5036): 1 keeps every sentence.
+EVERY_SENTENCE = ["--required-batch-size-multiple", "1"]
+
+
+def size_flags(task: str, size: str):
+    layers, width, ffn, heads, max_len = SIZES[size]
+    sides = ["decoder"] if task == "lm" else ["encoder", "decoder"]
+    flags = []
+    for side in sides:
+        flags += [f"--{side}-layers", layers, f"--{side}-embed-dim", width,
+                  f"--{side}-ffn-embed-dim", ffn, f"--{side}-attention-heads", heads]
+    if task == "lm":
+        # transformer_lm keeps 512-wide input/output embeddings unless these are given.
+        flags += ["--decoder-input-dim", width, "--decoder-output-dim", width]
+    return flags
+
+
+def arch_flags(task: str, model: str, size: str):
+    flags = list(MODELS[task][model])
+    max_len = SIZES[size][4]
+    if "lightconv" in flags[1]:
+        sides = ["decoder"] if task == "lm" else ["encoder", "decoder"]
+        flags += [x for side in sides for x in (f"--{side}-kernel-size-list", KERNELS[size])]
+    if "synth" in flags[1]:
+        flags += ["--synth-max-len", max_len]
+    return flags
+
+
+def train_flags(args, task: str, seed: int, save_dir: Path):
+    max_len = SIZES[args.size][4]
+    budget = (["--stop-time-hours", args.minutes / 60, "--max-update", 10 ** 9] if args.minutes
+              else ["--max-update", args.max_update])
+    common = [
+        data_dir(args, task), "--save-dir", save_dir, "--user-dir", USER_DIR, "--seed", seed,
+        *budget, "--log-format", "json", "--log-interval", args.log_interval,
+        # Validation and checkpoints at the same updates: a curve point is never lost on resume.
+        "--save-interval-updates", args.save_interval_updates,
+        "--validate-interval-updates", args.save_interval_updates,
+        "--keep-interval-updates", args.average_last, "--no-epoch-checkpoints",
+        # Without it a resumed process composes later epochs' batches differently.
+        "--update-epoch-batch-itr", "True",
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
+        "--lr", args.lr, "--lr-scheduler", "inverse_sqrt", "--warmup-updates", args.warmup,
+        "--dropout", args.dropout, "--weight-decay", "0.0001", "--max-tokens", args.max_tokens,
+        "--skip-invalid-size-inputs-valid-test", "--num-workers", "0", *EVERY_SENTENCE,
+    ]
+    if task == "translation":
+        common += ["--task", "translation", "--share-all-embeddings",
+                   "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+                   "--max-source-positions", max_len, "--max-target-positions", max_len]
+    else:
+        common += ["--task", "language_modeling", "--share-decoder-input-output-embed",
+                   "--tokens-per-sample", max_len, "--sample-break-mode", "none",
+                   "--max-target-positions", max_len]
+    return common + shlex.split(args.fairseq_args)
+
+
+def data_dir(args, task: str) -> Path:
+    """The data-bin of a task: --data itself, or bible's layout (bin/, lm/bin/) below it."""
+    layout = args.data / ("bin" if task == "translation" else "lm/bin")
+    return layout if layout.is_dir() else args.data
+
+
+class Run:
+    """One (task, model, seed): its results directory (committed) and checkpoints (not)."""
+
+    def __init__(self, args, task: str, model: str, seed: int):
+        self.task, self.model, self.seed = task, model, seed
+        name = f"{task}/{model}/seed{seed}"
+        self.name = name
+        self.dir = args.out / "runs" / name
+        self.save_dir = args.checkpoints / name
+        self.train_cmd = [BIN / "fairseq-train", *train_flags(args, task, seed, self.save_dir),
+                          *arch_flags(task, model, args.size), *size_flags(task, args.size)]
+        self.budget = None if args.minutes else args.max_update
+        # What makes two runs the same run: every flag but where it writes and how long it
+        # trains (the schedule does not depend on the budget, so a run trained to 3000 updates
+        # and then resumed to 4000 is the run trained to 4000 straight away).
+        identity, skip = [], False
+        for flag in (str(c).replace(str(REPO), ".") for c in self.train_cmd):
+            if not skip and flag not in (str(self.save_dir).replace(str(REPO), "."),
+                                         "--max-update", "--stop-time-hours"):
+                identity.append(flag)
+            skip = flag in ("--max-update", "--stop-time-hours")
+        self.config_hash = hashlib.sha256(" ".join(identity).encode()).hexdigest()[:16]
+
+    @property
+    def result_path(self) -> Path:
+        return self.dir / "result.json"
+
+    def finished(self) -> bool:
+        """Scored, at the current budget (a raised --max-update resumes the run)."""
+        if not self.result_path.exists():
+            return False
+        return self.budget is None or json.loads(self.result_path.read_text())["updates"] >= self.budget
+
+    def check_config(self):
+        """Refuse to mix runs of different settings in one --out."""
+        config = self.dir / "config.json"
+        if config.exists():
+            stored = json.loads(config.read_text())["config_hash"]
+            if stored != self.config_hash:
+                raise SystemExit(
+                    f"{self.dir} was trained with other settings (config {stored}, now "
+                    f"{self.config_hash}); keep the original flags to resume, or pass a new --out "
+                    f"and --checkpoints")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            config.write_text(json.dumps({
+                "task": self.task, "model": self.model, "seed": self.seed,
+                "config_hash": self.config_hash,
+                "train_command": [str(c).replace(str(REPO), ".") for c in self.train_cmd]},
+                indent=1) + "\n")
+
+    @property
+    def log_path(self) -> Path:
+        return self.save_dir / "train.log"
+
+
+def checkpoint_updates(path: Path) -> int:
+    """Updates a fairseq checkpoint was saved at (0 when there is none)."""
+    if not path.exists():
+        return 0
+    import torch
+
+    import fairseq_synth.checkpoint_safety  # noqa: F401  (weights_only allow-list)
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return int(state["optimizer_history"][-1]["num_updates"])
+
+
+def run_logged(cmd, log_path: Path, env=None, append=False) -> str:
+    """Run cmd, writing its output to log_path; a failure stops with the log's tail."""
+    cmd = [str(c) for c in cmd]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a" if append else "w") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    text = log_path.read_text()
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}), see {log_path}:\n"
+                           f"{text[-3000:]}")
+    return text
+
+
+def validation_curve(log: str):
+    """[{update, valid_loss, wall}] from fairseq's json log, one point per update (a point
+    validated again after a resume keeps its latest value)."""
+    points = {}
+    for line in log.splitlines():
+        match = re.search(r"\| valid \| (\{.*\})$", line)
+        if match:
+            record = json.loads(match.group(1))
+            update = int(record["valid_num_updates"])
+            points[update] = {"update": update, "valid_loss": float(record["valid_loss"]),
+                              "wall": float(record.get("valid_wall", "nan"))}
+    return [points[u] for u in sorted(points)]
+
+
+def train_seconds(log: str) -> float:
+    """Training wall time: fairseq's cumulative wall clock of the last logged line, which a
+    resumed run continues from its checkpoint."""
+    walls = re.findall(r'"(?:valid_)?wall": "([\d.]+)"', log)
+    return float(walls[-1]) if walls else 0.0
+
+
+def parameter_count(log: str) -> int:
+    # The first count is the shared model's (fairseq then logs expert parameters, 0 here).
+    return int(re.findall(r"num\. trained: ([\d,]+)", log)[0].replace(",", ""))
+
+
+def average(run: Run, args) -> Path:
+    """fairseq's checkpoint averaging over the last --average-last interval checkpoints."""
+    kept = sorted(run.save_dir.glob("checkpoint_*_*.pt"),
+                  key=lambda p: int(p.stem.rsplit("_", 1)[1]))[-args.average_last:]
+    if not kept:  # a budget below --save-interval-updates
+        return run.save_dir / "checkpoint_last.pt"
+    output = run.save_dir / f"checkpoint.avg{len(kept)}.pt"
+    run_logged([sys.executable, REPO / "examples" / "wmt" / "average_checkpoints.py",
+                "--inputs", *kept, "--output", output], run.save_dir / "average.log")
+    return output
+
+
+def score_translation(run: Run, args, checkpoint: Path) -> dict:
+    """Beam-4 fairseq-generate on the test set, detokenised, against the raw references."""
+    spm = [] if args.spm_model == "none" else ["--bpe", "sentencepiece",
+                                                "--sentencepiece-model", args.spm_model]
+    log = run_logged([BIN / "fairseq-generate", data_dir(args, "translation"),
+                      "--user-dir", USER_DIR, "--path", checkpoint, "--gen-subset", "test",
+                      "--beam", "4", "--lenpen", "0.6", "--batch-size", "64",
+                      "--max-len-a", "1.5", "--max-len-b", "10", *spm, *EVERY_SENTENCE,
+                      *shlex.split(args.generate_args)], run.save_dir / "generate.log")
+    hypotheses = {}
+    for line in log.splitlines():
+        match = re.match(r"D-(\d+)\t[^\t]*\t(.*)$", line)
+        if match:
+            hypotheses[int(match.group(1))] = match.group(2)
+    references = args.references.read_text(encoding="utf-8").splitlines()
+    if len(hypotheses) != len(references):
+        raise RuntimeError(f"{run.name}: {len(hypotheses)} translations for {len(references)} "
+                           f"references in {args.references}; see {run.save_dir / 'generate.log'}")
+    ordered = [hypotheses[i] for i in range(len(references))]
+    (run.dir / "test.hyp").write_text("\n".join(ordered) + "\n", encoding="utf-8")
+    return study_report.translation_scores(ordered, references)
+
+
+def score_lm(run: Run, args, checkpoint: Path) -> dict:
+    """fairseq-eval-lm on the test set; per-block log-likelihoods kept for the bootstrap."""
+    max_len = SIZES[args.size][4]
+    log = run_logged([BIN / "fairseq-eval-lm", data_dir(args, "lm"), "--user-dir", USER_DIR,
+                      "--path", checkpoint, "--gen-subset", "test",
+                      "--tokens-per-sample", max_len, "--max-tokens", 4096,
+                      "--output-word-probs", *EVERY_SENTENCE, *shlex.split(args.generate_args)],
+                     run.save_dir / "eval_lm.log")
+    blocks = study_report.lm_block_statistics(log)
+    with open(run.dir / "test.blocks.tsv", "w") as out:
+        out.write("".join(f"{lp!r}\t{n}\n" for lp, n in blocks))
+    perplexity = float(re.findall(r"Perplexity: ([\d.]+)", log)[-1])
+    return {"ppl": perplexity, "ppl_from_blocks": study_report.block_perplexity(blocks)}
+
+
+def train_and_score(run: Run, args, progress) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    resumed_from = checkpoint_updates(run.save_dir / "checkpoint_last.pt")
+    progress.started(run, resumed_from)
+    started = time.time()
+    if run.budget is None or resumed_from < run.budget:
+        log = run_logged(run.train_cmd, run.log_path, env=env, append=True)
+    else:  # trained, not scored: fairseq-train would take one more update on resume
+        log = run.log_path.read_text()
+    checkpoint = average(run, args) if args.average_last > 1 else run.save_dir / "checkpoint_last.pt"
+    scores = (score_translation if run.task == "translation" else score_lm)(run, args, checkpoint)
+    curve = validation_curve(log)
+    result = {
+        "task": run.task, "model": run.model, "seed": run.seed,
+        "params": parameter_count(log), "updates": curve[-1]["update"] if curve else 0,
+        "train_seconds": train_seconds(log), "curve": curve,
+        "checkpoint_averaged": checkpoint.name, "config_hash": run.config_hash,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **scores,
+    }
+    run.result_path.write_text(json.dumps(result, indent=1) + "\n")
+    if not args.keep_checkpoints:  # the averaged model and checkpoint_last stay
+        for path in run.save_dir.glob("checkpoint_*_*.pt"):
+            path.unlink()
+    progress.finished(run, result, time.time() - started)
+    return result
+
+
+class Progress:
+    """One line per run as it starts and ends, with the grid's progress and an ETA."""
+
+    def __init__(self, runs, args, parallel: int):
+        self.parallel = parallel
+        self.minutes = args.minutes
+        self.total = len(runs)
+        self.done = sum(r.finished() for r in runs)
+        self.budget = args.max_update if not args.minutes else None
+        self.clock = time.time()
+        self.seconds_per_update = []  # measured this invocation
+        self.remaining_updates = {r.name: self.budget or 0 for r in runs if not r.finished()}
+        self.lock = threading.Lock()
+
+    def _stamp(self):
+        elapsed = time.time() - self.clock
+        return f"[study {self.done}/{self.total} done | {fmt(elapsed)} elapsed | ETA {self._eta()}]"
+
+    def _eta(self):
+        if self.minutes:
+            return fmt(self.minutes * 60 * len(self.remaining_updates) / self.parallel)
+        if not self.seconds_per_update:
+            return "?"
+        rate = sum(self.seconds_per_update) / len(self.seconds_per_update)
+        return fmt(rate * sum(self.remaining_updates.values()) / self.parallel)
+
+    def started(self, run, resumed_from):
+        with self.lock:
+            self.remaining_updates[run.name] = max((self.budget or 0) - resumed_from, 0)
+            how = f"resuming at update {resumed_from}" if resumed_from else "starting"
+            print(f"{self._stamp()} {run.name}: {how}", flush=True)
+
+    def finished(self, run, result, seconds):
+        with self.lock:
+            self.done += 1
+            trained = self.remaining_updates.pop(run.name, 0)
+            if trained:
+                self.seconds_per_update.append(seconds / trained)
+            score = (f"BLEU {result['bleu']:.2f}" if "bleu" in result
+                     else f"ppl {result['ppl']:.2f}")
+            print(f"{self._stamp()} {run.name}: done, {result['updates']} updates, "
+                  f"{score}, {fmt(seconds)}", flush=True)
+
+
+def fmt(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def parse_models(spec: str, task: str, default_seeds: int):
+    grid = []
+    for item in spec.split(","):
+        name, _, seeds = item.strip().partition(":")
+        if name not in MODELS[task]:
+            raise SystemExit(f"unknown model {name!r} for {task}; choose from "
+                             f"{', '.join(MODELS[task])}")
+        grid += [(name, seed) for seed in range(1, int(seeds or default_seeds) + 1)]
+    return grid
+
+
+def commit(out: Path, message: str):
+    """git add + commit of --out alone (other staged work is left as it is)."""
+    for _ in range(20):
+        add = subprocess.run(["git", "add", "--", str(out)], cwd=REPO, capture_output=True,
+                             text=True)
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", str(out)], cwd=REPO,
+            capture_output=True, text=True).returncode == 0
+        if done:
+            return
+        time.sleep(3)  # another git process holds the index lock
+    print(f"warning: could not commit {out}", flush=True)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "bible",
+                        help="a fairseq data-bin, or scripts/prepare_bible.py's --out "
+                             "(bin/ and lm/bin/ are used)")
+    parser.add_argument("--tasks", default="translation", help="translation,lm")
+    parser.add_argument("--models", default="transformer,random",
+                        help="NAME[:SEEDS],... (see --list-models)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per model unless NAME:SEEDS")
+    parser.add_argument("--size", choices=SIZES, default="cpu",
+                        help="cpu: 3 layers x 128 wide, 4 heads, FFN 512, length 128; "
+                             "base: 6 x 512, 8 heads, FFN 2048, length 256; tiny: 1 x 32")
+    parser.add_argument("--max-update", type=int, default=3000, help="budget in updates")
+    parser.add_argument("--minutes", type=float, default=0,
+                        help="budget in training minutes instead (results then depend on the "
+                             "machine's speed)")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--max-tokens", type=int, default=2048)
+    parser.add_argument("--save-interval-updates", type=int, default=250,
+                        help="checkpoint and validation interval")
+    parser.add_argument("--average-last", type=int, default=5,
+                        help="average the last N interval checkpoints before scoring")
+    parser.add_argument("--log-interval", type=int, default=50)
+    parser.add_argument("--fairseq-args", default="", help="more fairseq-train flags, for all")
+    parser.add_argument("--generate-args", default="",
+                        help="more fairseq-generate / fairseq-eval-lm flags, e.g. --cpu")
+    parser.add_argument("--spm-model", default=None,
+                        help="sentencepiece model to detokenise with (default: DATA/bpe/spm.model;"
+                             " 'none': output is compared as fairseq prints it)")
+    parser.add_argument("--references", type=Path, default=None,
+                        help="raw test references, one a line (default: DATA/raw/test.<tgt>)")
+    parser.add_argument("--threads", type=int, default=2, help="OMP threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "study")
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="where checkpoints go (default: checkpoints/<name of --out>)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep the interval checkpoints after averaging")
+    parser.add_argument("--commit", action="store_true",
+                        help="git-commit --out after each finished run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from finished runs, train nothing")
+    parser.add_argument("--list-models", action="store_true")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.list_models:
+        for task, models in MODELS.items():
+            print(f"{task}: {', '.join(models)}")
+        return
+    args.data = args.data.resolve()
+    args.checkpoints = args.checkpoints or REPO / "checkpoints" / args.out.name
+    if args.spm_model is None:
+        args.spm_model = args.data / "bpe" / "spm.model"
+    tasks = args.tasks.split(",")
+    # Every model's first seed (of every task) before any second one: the first results
+    # cover the grid.
+    grid = [(seed, t, task, model) for t, task in enumerate(tasks)
+            for model, seed in parse_models(args.models, task, args.seeds)]
+    runs = [Run(args, task, model, seed) for seed, _, task, model in
+            sorted(grid, key=lambda cell: cell[:2])]
+    if not args.report_only:
+        prepare(args, tasks)
+        for run in runs:
+            run.check_config()
+        pending = [r for r in runs if not r.finished()]
+        progress = Progress(runs, args, parallel=max(1, min(args.jobs, len(pending))))
+        print(f"[study] {len(runs)} runs, {len(runs) - len(pending)} already finished; "
+              f"budget {f'{args.minutes} min' if args.minutes else f'{args.max_update} updates'}"
+              f" per run, {args.jobs} at a time x {args.threads} threads", flush=True)
+
+        def one(run):
+            train_and_score(run, args, progress)
+            study_report.write(args.out)
+            if args.commit:
+                commit(args.out, f"study: {run.name} finished ({args.out.name})")
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(one, run) for run in pending]:
+                future.result()
+    study_report.write(args.out)
+    print(f"[study] wrote {args.out / 'results.md'}, study.json and plots", flush=True)
+
+
+def prepare(args, tasks):
+    """Fail early, naming the fix, when data or references are missing."""
+    for task in tasks:
+        if not list(data_dir(args, task).glob("dict*.txt")):
+            raise SystemExit(f"no fairseq data-bin for {task} at {data_dir(args, task)}: run "
+                             f"{sys.executable} scripts/prepare_bible.py --out {args.data} "
+                             f"--binarize, or pass --data")
+    if "translation" in tasks:
+        if args.references is None:
+            dictionaries = sorted(data_dir(args, "translation").glob("dict.*.txt"))
+            target = sorted(p.name.split(".")[1] for p in dictionaries)
+            args.references = args.data / "raw" / f"test.{guess_target(args, target)}"
+        if not args.references.exists():
+            raise SystemExit(f"no test references at {args.references}: pass --references")
+        if args.spm_model != "none" and not Path(args.spm_model).exists():
+            raise SystemExit(f"no sentencepiece model at {args.spm_model}: pass --spm-model "
+                             f"(or 'none')")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if "translation" in tasks:  # kept with the results, so the report rebuilds anywhere
+        kept = args.out / "test.ref"
+        if kept.exists() and kept.read_bytes() != args.references.read_bytes():
+            raise SystemExit(f"{args.references} differs from the references of the runs in "
+                             f"{args.out}: pass another --out")
+        shutil.copyfile(args.references, kept)
+    (args.out / "command.txt").write_text(shlex.join(["python", *sys.argv]) + "\n")
+
+
+def guess_target(args, languages):
+    """The target language of the data-bin: the second of its test file's pair 'src-tgt'."""
+    for idx in data_dir(args, "translation").glob("test.*-*.*.idx"):
+        return idx.name.split(".")[1].split("-")[1]
+    return languages[-1]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+#!/usr/bin/env python
+"""The report of a study (scripts/study.py) from its finished runs: table, JSON and plots.
+
+Reads ``OUT/runs/<task>/<model>/seed<S>/result.json`` and the test outputs beside them
+(``test.hyp`` for translation, ``test.blocks.tsv`` for language models), so the report can be
+rebuilt from what is committed, on any machine:
+
+    .venv/bin/python scripts/study_report.py results/study
+
+Writes ``results.md`` (per task: mean and standard deviation over seeds, the seed-averaged
+score with its 95% bootstrap interval, the paired bootstrap test against the Transformer),
+``study.json`` (every run with its learning curve, and the summaries) and
+``val_loss_updates.png`` / ``val_loss_time.png``.
+"""
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import study_stats as stats  # noqa: E402
+
+BASELINE = "transformer"
+MODEL_ORDER = ["transformer", "lightconv", "dynamicconv", "random", "fixed_random",
+               "factorized_random", "dense", "factorized_dense", "random+vanilla", "dense+vanilla"]
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "ppl": False}
+TASK_TITLES = {"translation": "Translation", "lm": "Language model"}
+# Flattening criterion for the baseline: its validation loss improved by less than this
+# fraction over the last quarter of its updates.
+FLAT = 0.02
+
+
+def translation_scores(hypotheses, references) -> dict:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(), CHRF()
+    return {"bleu": bleu.corpus_score(hypotheses, [references]).score,
+            "chrf": chrf.corpus_score(hypotheses, [references]).score,
+            "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature())}
+
+
+def lm_block_statistics(eval_lm_log: str):
+    """[(sum of natural-log probabilities, tokens)] per test block, from fairseq-eval-lm
+    --output-word-probs lines '<id> <token> [<logprob>]\\t...' (one block a line)."""
+    blocks = {}
+    for line in eval_lm_log.splitlines():
+        match = re.search(r"fairseq_cli\.eval_lm(?: \| |:)(\d+) (.*\])$", line)
+        if not match:
+            continue
+        log_probs = [float(word.rsplit(" [", 1)[1][:-1]) for word in match.group(2).split("\t")]
+        blocks[int(match.group(1))] = (sum(log_probs), len(log_probs))
+    return [blocks[i] for i in sorted(blocks)]
+
+
+def block_perplexity(blocks) -> float:
+    return stats.perplexity_from_statistics(np.array(blocks, dtype=np.float64).sum(0))
+
+
+def load_runs(out: Path):
+    runs = []
+    for path in sorted(out.glob("runs/*/*/seed*/result.json")):
+        result = json.loads(path.read_text())
+        result["dir"] = path.parent
+        runs.append(result)
+    return runs
+
+
+def test_statistics(run, out: Path, metric: str) -> np.ndarray:
+    """Per-unit sufficient statistics of one run's test output, for the bootstrap."""
+    if metric == "ppl":
+        rows = [line.split("\t") for line in
+                (run["dir"] / "test.blocks.tsv").read_text().splitlines()]
+        return np.array([[float(lp), float(n)] for lp, n in rows])
+    hypotheses = (run["dir"] / "test.hyp").read_text(encoding="utf-8").splitlines()
+    references = (out / "test.ref").read_text(encoding="utf-8").splitlines()
+    extract = stats.bleu_statistics if metric == "bleu" else stats.chrf_statistics
+    return extract(hypotheses, references)
+
+
+def flattening(curve):
+    """Relative improvement of the validation loss over the last quarter of the updates."""
+    if len(curve) < 2:
+        return None
+    last = curve[-1]
+    quarter = [p for p in curve if p["update"] <= 0.75 * last["update"]]
+    if not quarter:
+        return None
+    before = quarter[-1]["valid_loss"]
+    return (before - last["valid_loss"]) / before
+
+
+def summarise(task_runs, out: Path, metrics):
+    """Per model: seeds, mean/std per metric, CI and paired test against the baseline."""
+    by_model = {}
+    for run in task_runs:
+        by_model.setdefault(run["model"], []).append(run)
+    n_units = None
+    statistics = {}
+    for model, runs in by_model.items():
+        statistics[model] = {m: [test_statistics(r, out, m) for r in runs] for m in metrics}
+        n_units = len(statistics[model][metrics[0]][0])
+    indices = stats.resample_indices(n_units) if n_units else None
+    summary = {}
+    for model, runs in by_model.items():
+        row = {"seeds": [r["seed"] for r in runs], "params": runs[0]["params"],
+               "updates": [r["updates"] for r in runs],
+               "train_seconds": [r["train_seconds"] for r in runs],
+               "final_valid_loss": [r["curve"][-1]["valid_loss"] if r["curve"] else None
+                                    for r in runs],
+               "flattening": [flattening(r["curve"]) for r in runs]}
+        for metric in metrics:
+            values = [r[metric] for r in runs]
+            seeds_stats = statistics[model][metric]
+            row[metric] = {
+                "per_seed": values, "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "ci95": stats.confidence_interval(seeds_stats, stats.METRICS[metric],
+                                                  indices=indices),
+            }
+            if model != BASELINE and BASELINE in statistics:
+                test = stats.paired_bootstrap(seeds_stats, statistics[BASELINE][metric],
+                                              stats.METRICS[metric], indices=indices)
+                test["verdict"] = stats.verdict(test["difference"], test["p_value"],
+                                                HIGHER_IS_BETTER[metric])
+                row[metric]["vs_baseline"] = test
+        summary[model] = row
+    return summary
+
+
+def order(summary):
+    """The baseline first, then fairseq's convolutions, then the synthesizers."""
+    return sorted(summary, key=lambda m: MODEL_ORDER.index(m) if m in MODEL_ORDER else 99)
+
+
+def mean_std(entry, digits=2):
+    text = f"{entry['mean']:.{digits}f}"
+    return text + (f" ± {entry['std']:.{digits}f}" if entry["std"] is not None else "")
+
+
+def significance(entry, metric):
+    test = entry.get("vs_baseline")
+    if test is None:
+        return "(baseline)"
+    sign = "+" if test["difference"] >= 0 else ""
+    word = {"tie": "tie", "better": "**better**", "worse": "**worse**"}[test["verdict"]]
+    return f"{sign}{test['difference']:.2f} ({word}, p = {test['p_value']:.3f})"
+
+
+def table(task, summary):
+    metric = "bleu" if task == "translation" else "ppl"
+    label = "BLEU" if metric == "bleu" else "test perplexity"
+    header = [f"| model | params | seeds | {label}: mean ± sd over seeds | "
+              f"seed-averaged, 95% CI | vs Transformer (paired bootstrap) |"]
+    if metric == "bleu":
+        header[0] += " chrF | final valid loss | updates |"
+    else:
+        header[0] += " final valid loss | updates |"
+    header.append("|" + "---|" * (header[0].count("|") - 1))
+    lines = list(header)
+    for model in order(summary):
+        row = summary[model]
+        entry = row[metric]
+        low, high = entry["ci95"]
+        losses = [x for x in row["final_valid_loss"] if x is not None]
+        cells = [model, f"{row['params'] / 1e6:.2f}M" if row["params"] >= 1e5
+                 else f"{row['params'] / 1e3:.1f}k", str(len(row["seeds"])),
+                 mean_std(entry), f"[{low:.2f}, {high:.2f}]", significance(entry, metric)]
+        if metric == "bleu":
+            cells.append(mean_std(row["chrf"], 1))
+        cells += [f"{np.mean(losses):.3f}" if losses else "-",
+                  "/".join(sorted({str(u) for u in row["updates"]}))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def convergence_note(summary):
+    base = summary.get(BASELINE)
+    if not base:
+        return []
+    flats = [f for f in base["flattening"] if f is not None]
+    if not flats:
+        return []
+    ok = all(f < FLAT for f in flats)
+    return [f"Transformer's validation loss improved by "
+            f"{', '.join(f'{100 * f:.1f}%' for f in flats)} over the last quarter of its "
+            f"updates (criterion: < {100 * FLAT:.0f}%): "
+            f"{'flattened' if ok else 'NOT flattened, train longer'}."]
+
+
+def plots(runs, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in runs}, key=lambda t: list(TASK_TITLES).index(t))
+    for axis, name in (("update", "val_loss_updates.png"), ("wall", "val_loss_time.png")):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.5), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            colours = {}
+            for run in runs:
+                if run["task"] != task or not run["curve"]:
+                    continue
+                x = [p[axis] / (60 if axis == "wall" else 1) for p in run["curve"]]
+                y = [p["valid_loss"] for p in run["curve"]]
+                colour = colours.setdefault(run["model"], f"C{len(colours) % 10}")
+                ax.plot(x, y, color=colour, alpha=0.8, linewidth=1,
+                        label=run["model"] if run["seed"] == min(
+                            r["seed"] for r in runs
+                            if r["task"] == task and r["model"] == run["model"]) else None)
+            ax.set_title(TASK_TITLES[task])
+            ax.set_xlabel("updates" if axis == "update" else "training wall time (min)")
+            ax.set_ylabel("validation loss (base 2)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            losses = [p["valid_loss"] for r in runs if r["task"] == task for p in r["curve"]]
+            if losses:  # the first points (near log2 |V|) would flatten the interesting part
+                ax.set_ylim(min(losses) - 0.1, np.percentile(losses, 90))
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+
+
+def write(out: Path):
+    runs = load_runs(out)
+    if not runs:
+        return
+    lines = []
+    report = {"runs": [], "summary": {}}
+    command = out / "command.txt"
+    if command.exists():
+        lines += ["Command: `" + command.read_text().strip() + "`", ""]
+    for task in TASK_TITLES:
+        task_runs = [r for r in runs if r["task"] == task]
+        if not task_runs:
+            continue
+        metrics = ["bleu", "chrf"] if task == "translation" else ["ppl"]
+        summary = summarise(task_runs, out, metrics)
+        report["summary"][task] = summary
+        lines += [f"### {TASK_TITLES[task]}", "", *table(task, summary), ""]
+        lines += convergence_note(summary)
+        if task == "translation":
+            lines += ["", f"sacreBLEU: `{task_runs[0]['bleu_signature']}`, chrF: "
+                      f"`{task_runs[0]['chrf_signature']}`."]
+        lines.append("")
+    lines += [
+        "Significance: paired bootstrap resampling of the test set (1,000 resamples, "
+        "sacreBLEU's test; seed-averaged scores where a model has several seeds). "
+        "**better**/**worse**: p < 0.05; tie otherwise. 95% CI: percentile bootstrap of the "
+        "seed-averaged score.", ""]
+    for run in runs:
+        record = {k: v for k, v in run.items() if k != "dir"}
+        report["runs"].append(record)
+    (out / "results.md").write_text("\n".join(lines))
+    (out / "study.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    plots(runs, out)
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(write(Path(sys.argv[1])) or ["no finished runs"]))
