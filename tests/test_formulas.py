@@ -10,8 +10,9 @@ initialisation and the mixture logits are moved off zero, so a wrong weighting o
 shows.
 
 Each synthesizer is compared, output and attention weights, in a full forward, with left padding
-(fairseq's default for sources), with fairseq's causal future mask, with both, and step by step
-in incremental decoding (with and without padding). ``need_weights`` False / True / per head
+(fairseq's default for sources), with fairseq's causal future mask or an arbitrary additive
+attn_mask, with padding and a mask together, and step by step in incremental decoding (one step
+or several at a time, with and without padding). ``need_weights`` False / True / per head
 sends the module through its different kernels (shared Random kernel, SDPA with a bias, the
 materialized logits, shared rows while decoding); a long input (>= FACTORED_MIN_KEYS keys)
 reaches the factored SDPA kernel.
@@ -211,6 +212,16 @@ def future_mask(length, dtype):
     return torch.triu(fairseq_utils.fill_with_neg_inf(torch.zeros([length, length])), 1).to(dtype)
 
 
+def arbitrary_mask(length, dtype):
+    """An additive (T, T) attn_mask that is not causal: finite values and some -inf entries,
+    never a whole row. Indexed like the input tensor (padding included), as fairseq does."""
+    generator = torch.Generator().manual_seed(3)
+    mask = torch.randn(length, length, generator=generator, dtype=dtype)
+    blocked = torch.rand(length, length, generator=generator) < 0.3
+    blocked.fill_diagonal_(False)
+    return mask.masked_fill(blocked, float("-inf"))
+
+
 def inputs(lengths, embed, padded):
     """x (T, B, C) float64, padding (B, T) or None, positions (B, T)."""
     torch.manual_seed(1)
@@ -245,10 +256,12 @@ def compare(out, weights, need, ref_out, ref_probs, real):
     torch.testing.assert_close(got[real.t()], ref[real.t()], **TOL)
 
 
-MODES = {  # name: (left padding, causal mask)
-    "full": (False, False), "left_pad": (True, False), "causal": (False, True),
-    "left_pad_causal": (True, True),
+MODES = {  # name: (left padding, attn_mask: None, "causal" or "arbitrary")
+    "full": (False, None), "left_pad": (True, None), "causal": (False, "causal"),
+    "left_pad_causal": (True, "causal"), "arbitrary_mask": (False, "arbitrary"),
+    "left_pad_arbitrary_mask": (True, "arbitrary"),
 }
+MASKS = {None: lambda length, dtype: None, "causal": future_mask, "arbitrary": arbitrary_mask}
 NEEDS = ["none", "weights", "heads"]  # need_weights False / True / need_head_weights
 
 
@@ -260,10 +273,10 @@ NEEDS = ["none", "weights", "heads"]  # need_weights False / True / need_head_we
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("need", NEEDS)
 def test_full_forward_matches_paper(spec, mode, need):
-    padded, causal = MODES[mode]
+    padded, mask_kind = MODES[mode]
     module = make(spec)
     x, padding, positions = inputs(LENGTHS, EMBED, padded)
-    mask = future_mask(x.size(0), x.dtype) if causal else None
+    mask = MASKS[mask_kind](x.size(0), x.dtype)
     out, weights = run(module, x, padding, mask, need)
     ref_out, ref_probs = attention_reference(module, spec_parts(spec), x, x, positions,
                                              positions, padding, mask)
@@ -276,10 +289,10 @@ def test_full_forward_matches_paper(spec, mode, need):
 def test_long_inputs_match_paper(spec, mode):
     """From FACTORED_MIN_KEYS keys on, low-rank synthesizers attend through the factored SDPA
     kernel; everything else through its usual fast kernel (no weights asked)."""
-    padded, causal = MODES[mode]
+    padded, mask_kind = MODES[mode]
     module = make(spec, LONG_EMBED, LONG_HEADS, LONG_MAX_LEN, LONG_FACTORS)
     x, padding, positions = inputs(LONG_LENGTHS, LONG_EMBED, padded)
-    mask = future_mask(x.size(0), x.dtype) if causal else None
+    mask = MASKS[mask_kind](x.size(0), x.dtype)
     out, _ = run(module, x, padding, mask, "none")
     ref_out, _ = attention_reference(module, spec_parts(spec), x, x, positions, positions,
                                      padding, mask)

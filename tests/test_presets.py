@@ -8,14 +8,13 @@ fairseq's registry by model class, and their counterparts from their names.
 """
 
 import contextlib
+import functools
 import io
 import re
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
-import torch
 from fairseq import options
 from fairseq.data import Dictionary
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
@@ -219,26 +218,30 @@ def self_attention_params(spec, width, heads, length, rank=8):
     return 2 * linear + sum(per_part[p] for p in parts) + (len(parts) if len(parts) > 1 else 0)
 
 
+@functools.lru_cache(maxsize=None)
+def fairseq_count(arch, vocab):
+    """(trainable parameters, embedding parameters) of fairseq's ``arch`` built through its
+    registry with a joined dictionary of ``vocab`` symbols and shared embeddings."""
+    dictionary = Dictionary()
+    for i in range(vocab - len(dictionary)):
+        dictionary.add_symbol(f"w{i}")
+    model, _ = build_translation_model(arch, ["--share-all-embeddings"], dictionary)
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, model.encoder.embed_tokens.weight.numel()
+
+
 def expected_counts(archs, vocab):
     """{arch: (trainable parameters, embedding parameters)} with shared embeddings: fairseq's
     Transformer of the same sizes, built through its registry, with every self-attention (four
     C x C projections) replaced by the synthesizer's count."""
-    dictionary = Dictionary()
-    for i in range(vocab - len(dictionary)):
-        dictionary.add_symbol(f"w{i}")
-    counts, fairseq_counts = {}, {}
+    counts = {}
     for arch in archs:
         if arch in ARCH_MODEL_REGISTRY and ARCH_MODEL_REGISTRY[arch] is TransformerModel:
             fairseq_arch, spec = arch, None
         else:
             fairseq_arch, _ = translation_counterpart(arch)
             spec = apply_arch(arch)["encoder_synthesizer"]
-        if fairseq_arch not in fairseq_counts:
-            model, _ = build_translation_model(fairseq_arch, ["--share-all-embeddings"],
-                                               dictionary)
-            total = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            fairseq_counts[fairseq_arch] = total, model.encoder.embed_tokens.weight.numel()
-        total, embeddings = fairseq_counts[fairseq_arch]
+        total, embeddings = fairseq_count(fairseq_arch, vocab)
         if spec is not None:
             args = apply_arch(fairseq_arch)
             width, heads = args["encoder_embed_dim"], args["encoder_attention_heads"]
@@ -250,11 +253,16 @@ def expected_counts(archs, vocab):
 
 
 def table_rows(text):
-    """{arch: (params M, non-embedding M, delta M)} of a count_params markdown table."""
-    rows = {}
+    """{arch: (params M, non-embedding M, delta M)} of count_params' markdown tables in text."""
+    rows, in_table = {}, False
     for line in text.splitlines():
+        if line.startswith("| architecture | params (M) | non-embedding (M) | delta (M) |"):
+            in_table = True
+            continue
+        if not line.startswith("|"):
+            in_table = False
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and re.fullmatch(r"[+-]?\d+\.\d\d", cells[1]):
+        if in_table and re.fullmatch(r"[+-]?\d+\.\d\d", cells[1]):
             rows[cells[0]] = tuple(float(c) for c in cells[1:4])
     return rows
 
@@ -287,11 +295,38 @@ def test_count_params_script_matches_the_formulas():
     assert_rows_match(rows, expected_counts(archs, 1000), "transformer_wmt_en_de")
 
 
-def test_readme_parameter_table_matches_the_formulas():
-    """The README's table (count_params.py --vocab 32768) is what the formulas give."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Parameter counts", 1)[1].split("\n## ", 1)[0]
-    assert "--vocab 32768" in section
-    rows = table_rows(section)
-    assert len(rows) >= 9 and "transformer_wmt_en_de" in rows
-    assert_rows_match(rows, expected_counts(list(rows), 32768), "transformer_wmt_en_de")
+def documented_tables():
+    """[(file, rows)] of count_params.py's --vocab 32768 tables in the Markdown documentation."""
+    tables = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = path.read_text()
+        if "count_params.py --vocab 32768" in text and table_rows(text):
+            tables.append((path.relative_to(REPO), table_rows(text)))
+    return tables
+
+
+def test_documented_parameter_table_matches_the_formulas():
+    """The documented table (count_params.py --vocab 32768) is what the formulas give."""
+    tables = documented_tables()
+    assert tables, "no count_params.py --vocab 32768 table found in README.md or docs/"
+    for path, rows in tables:
+        assert len(rows) >= 9 and "transformer_wmt_en_de" in rows, path
+        assert_rows_match(rows, expected_counts(list(rows), 32768), "transformer_wmt_en_de")
+
+
+def test_wmt_example_parameter_column_matches_the_formulas():
+    """examples/wmt/README.md quotes the same counts, to 0.1M, as "60.9M (+0.0M)"."""
+    text = (REPO / "examples" / "wmt" / "README.md").read_text()
+    quoted = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"\|.*\| `(\w+)` \|.*\| ([\d.]+)M \(([+-]?[\d.]+)M?\) \|", line)
+        if match:
+            name = match[1]
+            arch = "transformer_wmt_en_de" if name == "transformer" else f"synth_{name}_base"
+            quoted[arch] = float(match[2]), float(match[3])
+    assert len(quoted) >= 7 and "transformer_wmt_en_de" in quoted
+    counts = expected_counts(list(quoted), 32768)
+    reference = counts["transformer_wmt_en_de"][0]
+    for arch, (total, _) in counts.items():
+        expected = (total / 1e6, (total - reference) / 1e6)
+        assert quoted[arch] == pytest.approx(expected, abs=0.051), arch
