@@ -1,4 +1,5 @@
-"""The logits -> normalise -> weighted sum core of synthetic attention, for three cases.
+"""The logits -> normalise -> weighted sum core of synthetic attention: the five kernels that
+kernel_choice.choose_kernel picks among (docs/design.md).
 
 B batch, H heads, T queries, S keys, D head width. Values arrive as (B, H, S, D); every function
 returns the attention output as (T, B, H * D), fairseq's Time x Batch x Channel layout.

@@ -5,8 +5,8 @@ position within its own sentence (``utils.make_positions``). Position-indexed al
 the same, or a sentence's output would depend on how much padding its batch gave it. We
 *compact* each row so that its real tokens come first (stable, so their order is kept): then the
 token at index t has position t for every sentence, one alignment block [:T, :S] serves the whole
-batch, and padding becomes right padding that a key mask handles. An attn_mask addresses the input's time
-steps, so it moves with the tokens (one mask per row).
+batch, and padding becomes right padding that a key mask handles. An attn_mask addresses the
+input's time steps, so it moves with the tokens (one mask per row).
 """
 
 from typing import Optional

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from . import attention_kernels as kernels
 from .alignments import ALIGNMENT_REGISTRY, AlignmentConfig, parse_synthesizer_spec
+from .kernel_choice import AttentionCall, Kernel, choose_kernel
 from .padding import (
     compaction_order,
     gather_mask,
@@ -42,6 +43,16 @@ def weighted(features: Tensor, weight: Optional[Tensor]) -> Tensor:
     """Query-side features scaled by their part's mixture weight (None for a single part),
     in the features' dtype: scaling one side scales the logits they produce."""
     return features if weight is None else features * weight.to(features.dtype)
+
+
+def add_weighted(total: Optional[Tensor], logits: Optional[Tensor],
+                 weight: Optional[Tensor] = None) -> Optional[Tensor]:
+    """total + weight * logits; None stands for no total yet, no logits, or a weight of 1.
+    The fp32 weight scales half-precision logits unrounded."""
+    if logits is None:
+        return total
+    term = logits if weight is None else logits * weight
+    return term if total is None else total + term
 
 
 @with_incremental_state
@@ -187,20 +198,30 @@ class SynthesizerAttention(nn.Module):
 
     def _attend_parts(self, query, keys, values, first, attn_mask, key_padding_mask,
                       need_weights):
-        """Queries at positions first..first+T-1 over keys 0..S-1: (T, B, C), probs or None."""
+        """Queries at positions first..first+T-1 over keys 0..S-1: (T, B, C), probs or None,
+        through the kernel choose_kernel picks (docs/design.md)."""
+        src_len, dropout_p = values.size(2), self._dropout_p()
+        kernel = choose_kernel(AttentionCall(list(self.alignments.values()), need_weights,
+                                             dropout_p, first, src_len, attn_mask,
+                                             key_padding_mask))
         weights = self.mixture_weights()
-        if not need_weights:
-            out = self._factored_path(query, keys, values, weights, first, attn_mask,
-                                      key_padding_mask)
-            if out is not None:
+        if kernel is Kernel.FACTORED:
+            factors = self._logit_factors(query, keys, src_len, weights)
+            return kernels.factored_attention(factors, values, attn_mask, key_padding_mask,
+                                              dropout_p), None
+        shared, per_example = self._synthetic_parts(query, first, src_len, weights)
+        if kernel is Kernel.SHARED:
+            out = kernels.shared_alignment_attention(shared, values, attn_mask, key_padding_mask)
+            if out is not None:  # None: its denominators underflow even in fp32
                 return out, None
-        parts = self._synthetic_parts(query, first, values.size(2), weights)
-        if not need_weights:
-            out = self._fast_paths(query, keys, values, parts, weights, first, attn_mask,
-                                   key_padding_mask)
-            if out is not None:
-                return out, None
-        logits = self._combined_logits(query, keys, parts, weights)
+        elif kernel is Kernel.SHARED_ROWS:
+            return kernels.shared_rows_attention(shared, values, attn_mask), None
+        elif kernel is Kernel.BIASED_SDPA:
+            queries = weighted(self.key_alignment.project_queries(query), weights["vanilla"])
+            return kernels.fused_attention(queries, keys, values,
+                                           add_weighted(per_example, shared), attn_mask,
+                                           key_padding_mask, dropout_p), None
+        logits = self._combined_logits(query, keys, shared, per_example, weights)
         return kernels.materialized_attention(
             logits, values, attn_mask, key_padding_mask, self.dropout_module
         )
@@ -213,42 +234,25 @@ class SynthesizerAttention(nn.Module):
         for name, alignment in self.alignments.items():
             if alignment is self.key_alignment:
                 continue
-            weight = weights[name]
             if alignment.input_dependent:
                 positions = None  # identity
                 if first > 0:
                     positions = torch.arange(first, src_len, device=query.device).expand(bsz, -1)
                 logits = alignment(query, None, src_len, positions, None)
-                logits = logits if weight is None else logits * weight
-                per_example = logits if per_example is None else per_example + logits
+                per_example = add_weighted(per_example, logits, weights[name])
             else:
                 logits = shared_rows(alignment, first, tgt_len, src_len)
-                logits = logits if weight is None else logits * weight
-                shared = logits if shared is None else shared + logits
+                shared = add_weighted(shared, logits, weights[name])
         return shared, per_example
 
-    def _factored_path(self, query, keys, values, weights, first, attn_mask, key_padding_mask):
-        """Attention output (T, B, C) when every part is low rank (Dense, Factorized Random, dot
-        product) and there are enough keys to repay the fused kernel, else None.
-
-        sum_i w_i Q_i K_i^T is one dot product of concatenated features, so mixtures such as
-        D+V and FR+V, and Dense alone, train through SDPA's fused kernel without building or
-        storing per-example (B, H, T, S) logits. Input-independent mixtures (Factorized Random
-        alone) are left to the shared kernel, which needs no per-example logits either.
-        """
-        src_len = values.size(2)
-        parts = self.alignments.values()
-        if (first > 0 or src_len < kernels.FACTORED_MIN_KEYS
-                or not all(a.low_rank for a in parts)
-                or not any(a.input_dependent for a in parts)
-                or kernels.has_empty_rows(attn_mask, key_padding_mask)):
-            return None
+    def _logit_factors(self, query, keys, src_len: int, weights):
+        """(query features, key features) per part, the query side weighted by its part's
+        mixture weight: sum_i w_i Q_i K_i^T is one dot product of concatenated features."""
         factors = []
         for name, alignment in self.alignments.items():
             query_features, key_features = alignment.logit_factors(query, keys, src_len)
             factors.append((weighted(query_features, weights[name]), key_features))
-        return kernels.factored_attention(factors, values, attn_mask, key_padding_mask,
-                                          self._dropout_p())
+        return factors
 
     def _dropout_p(self) -> float:
         """Attention dropout probability of this forward, by FairseqDropout's own rule: in
@@ -256,55 +260,22 @@ class SynthesizerAttention(nn.Module):
         dropout = self.dropout_module
         return dropout.p if dropout.training or dropout.apply_during_inference else 0.0
 
-    def _fast_paths(self, query, keys, values, parts, weights, first, attn_mask, key_padding_mask):
-        """Attention output (T, B, C) through a kernel that avoids per-example logits, or None
-        when none applies (then the caller materializes (B, H, T, S) logits).
-
-        - Random variants alone: one (H, T, S) softmax shared by the batch (never per example);
-        - mixtures with dot product: torch's scaled_dot_product_attention with the synthetic
-          logits as its additive bias.
-        Neither returns attention weights; the shared kernel needs no attention dropout (its
-        masks are per example), the fused one no row whose every key is masked (it gives NaN).
-        """
-        shared, per_example = parts
-        dropout_p = self._dropout_p()
-        if self.key_alignment is None and per_example is None:
-            if dropout_p > 0 or kernels.per_example_mask(attn_mask):
-                return None
-            if first > 0:  # decoding steps (no padding): rows of the cached values
-                if kernels.has_empty_rows(attn_mask, None):
-                    return None
-                return kernels.shared_rows_attention(shared, values, attn_mask)
-            return kernels.shared_alignment_attention(shared, values, attn_mask, key_padding_mask)
-        if self.key_alignment is None or kernels.has_empty_rows(attn_mask, key_padding_mask):
-            return None
-        queries = weighted(self.key_alignment.project_queries(query), weights["vanilla"])
-        bias = shared if per_example is None else (
-            per_example if shared is None else per_example + shared
-        )
-        return kernels.fused_attention(
-            queries, keys, values, bias, attn_mask, key_padding_mask, dropout_p
-        )
-
-    def _combined_logits(self, query, keys, parts, weights) -> Tensor:
+    def _combined_logits(self, query, keys, shared, per_example, weights) -> Tensor:
         """sum_i w_i B_i as (B, H, T, S) from the synthetic parts and the dot product, if any."""
-        shared, total = parts
+        total = per_example
         if self.key_alignment is not None:
             dot = self.key_alignment(query, keys, keys.size(2))
-            weight = weights["vanilla"]
-            dot = dot if weight is None else dot * weight
-            total = dot if total is None else total + dot
-        if shared is not None:
-            total = shared.expand(query.size(1), -1, -1, -1) if total is None else total + shared
-        return total
+            total = add_weighted(total, dot, weights["vanilla"])
+        if total is None:
+            return shared.expand(query.size(1), -1, -1, -1)
+        return add_weighted(total, shared)
 
     def _mixed_logits(self, query, keys, src_len, query_positions, key_positions) -> Tensor:
         """sum_i w_i B_i as (B, H, T, S), every part evaluated per example at given positions."""
         total = None
         for name, weight in self.mixture_weights().items():
             logits = self.alignments[name](query, keys, src_len, query_positions, key_positions)
-            logits = logits if weight is None else logits * weight
-            total = logits if total is None else total + logits
+            total = add_weighted(total, logits, weight)
         return total
 
     def _forward_step(self, query, key_padding_mask, incremental_state, attn_mask, need_weights):
