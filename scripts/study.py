@@ -168,7 +168,11 @@ class Run:
         """Scored, at the current budget (a raised --max-update resumes the run)."""
         if not self.result_path.exists():
             return False
-        return self.budget is None or json.loads(self.result_path.read_text())["updates"] >= self.budget
+        updates = json.loads(self.result_path.read_text())["updates"]
+        if self.budget is not None and updates > self.budget:
+            raise SystemExit(f"{self.dir} holds a run of {updates} updates, more than "
+                             f"--max-update {self.budget}: pass another --out")
+        return self.budget is None or updates == self.budget
 
     def check_config(self):
         """Refuse to mix runs of different settings in one --out."""
@@ -203,6 +207,28 @@ def checkpoint_updates(path: Path) -> int:
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     return int(state["optimizer_history"][-1]["num_updates"])
+
+
+def resume_point(save_dir: Path) -> int:
+    """Updates of the checkpoint fairseq-train will resume from, after repairing a
+    checkpoint_last.pt cut short by a kill: fairseq saves the interval checkpoint, then *copies*
+    it to checkpoint_last.pt (not atomically), so the interval checkpoint is whole when
+    checkpoint_last.pt may not be. It is then replaced by the newest interval checkpoint."""
+    last = save_dir / "checkpoint_last.pt"
+    try:
+        return checkpoint_updates(last)
+    except Exception as error:  # a truncated file: EOF, bad zip archive, unpickling error
+        intervals = sorted(save_dir.glob("checkpoint_*_*.pt"),
+                           key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        if not intervals:
+            raise SystemExit(f"{last} is unreadable ({error}) and no interval checkpoint is "
+                             f"left: delete {save_dir} to restart this run")
+        print(f"[study] {last.name} is unreadable ({type(error).__name__}); resuming from "
+              f"{intervals[-1].name}", flush=True)
+        partial = last.with_suffix(".tmp")
+        shutil.copyfile(intervals[-1], partial)
+        os.replace(partial, last)
+        return checkpoint_updates(last)
 
 
 def run_logged(cmd, log_path: Path, env=None, append=False) -> str:
@@ -298,7 +324,7 @@ def score_lm(run: Run, args, checkpoint: Path) -> dict:
 
 def train_and_score(run: Run, args, progress) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    resumed_from = checkpoint_updates(run.save_dir / "checkpoint_last.pt")
+    resumed_from = resume_point(run.save_dir)
     progress.started(run, resumed_from)
     started = time.time()
     if run.budget is None or resumed_from < run.budget:
@@ -442,6 +468,8 @@ def build_parser():
                         help="git-commit --out after each finished run")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from finished runs, train nothing")
+    parser.add_argument("--examples", type=int, default=3,
+                        help="test sentences shown with every model's translation")
     parser.add_argument("--list-models", action="store_true")
     return parser
 
@@ -475,14 +503,15 @@ def main(argv=None):
 
         def one(run):
             train_and_score(run, args, progress)
-            study_report.write(args.out)
+            study_report.write(args.out, args.examples)
             if args.commit:
                 commit(args.out, f"study: {run.name} finished ({args.out.name})")
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for future in [pool.submit(one, run) for run in pending]:
                 future.result()
-    study_report.write(args.out)
+    lines = study_report.write(args.out, args.examples) or ["no finished runs"]
+    print("\n".join(lines))
     print(f"[study] wrote {args.out / 'results.md'}, study.json and plots", flush=True)
 
 
@@ -494,30 +523,31 @@ def prepare(args, tasks):
                              f"{sys.executable} scripts/prepare_bible.py --out {args.data} "
                              f"--binarize, or pass --data")
     if "translation" in tasks:
-        if args.references is None:
-            dictionaries = sorted(data_dir(args, "translation").glob("dict.*.txt"))
-            target = sorted(p.name.split(".")[1] for p in dictionaries)
-            args.references = args.data / "raw" / f"test.{guess_target(args, target)}"
+        source, target = language_pair(args)
+        args.references = args.references or args.data / "raw" / f"test.{target}"
         if not args.references.exists():
             raise SystemExit(f"no test references at {args.references}: pass --references")
         if args.spm_model != "none" and not Path(args.spm_model).exists():
             raise SystemExit(f"no sentencepiece model at {args.spm_model}: pass --spm-model "
                              f"(or 'none')")
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "command.txt").write_text(shlex.join(["python", *sys.argv]) + "\n")
     if "translation" in tasks:  # kept with the results, so the report rebuilds anywhere
         kept = args.out / "test.ref"
         if kept.exists() and kept.read_bytes() != args.references.read_bytes():
             raise SystemExit(f"{args.references} differs from the references of the runs in "
                              f"{args.out}: pass another --out")
         shutil.copyfile(args.references, kept)
-    (args.out / "command.txt").write_text(shlex.join(["python", *sys.argv]) + "\n")
+        sources = args.references.parent / f"test.{source}"
+        if sources.exists():  # for the example translations of the report
+            shutil.copyfile(sources, args.out / "test.src")
 
 
-def guess_target(args, languages):
-    """The target language of the data-bin: the second of its test file's pair 'src-tgt'."""
+def language_pair(args):
+    """(source, target) of the translation data-bin, from its test files' names."""
     for idx in data_dir(args, "translation").glob("test.*-*.*.idx"):
-        return idx.name.split(".")[1].split("-")[1]
-    return languages[-1]
+        return tuple(idx.name.split(".")[1].split("-"))
+    raise SystemExit(f"no test split in {data_dir(args, 'translation')}")
 
 
 if __name__ == "__main__":

@@ -227,7 +227,31 @@ def plots(runs, out: Path):
         plt.close(fig)
 
 
-def write(out: Path):
+def examples(runs, out: Path, count: int):
+    """Markdown of `count` test sentences (8 to 25 reference words, evenly spaced through the
+    test set) with the reference and each model's translation (its first seed)."""
+    if count <= 0 or not (out / "test.src").exists():
+        return []
+    sources = (out / "test.src").read_text(encoding="utf-8").splitlines()
+    references = (out / "test.ref").read_text(encoding="utf-8").splitlines()
+    firsts = {}
+    for run in sorted(runs, key=lambda r: r["seed"]):
+        if run["task"] == "translation":
+            firsts.setdefault(run["model"], run)
+    hypotheses = {model: (run["dir"] / "test.hyp").read_text(encoding="utf-8").splitlines()
+                  for model, run in firsts.items()}
+    eligible = [i for i, ref in enumerate(references) if 8 <= len(ref.split()) <= 25]
+    chosen = [eligible[(2 * k + 1) * len(eligible) // (2 * count)] for k in range(count)]
+    lines = ["### Example translations (test set, first seed of each model)", ""]
+    for i in chosen:
+        lines += [f"Test sentence {i + 1}:", "", f"- source: {sources[i]}",
+                  f"- reference: {references[i]}"]
+        lines += [f"- {model}: {hypotheses[model][i]}" for model in order(hypotheses)]
+        lines.append("")
+    return lines
+
+
+def write(out: Path, example_count: int = 3):
     runs = load_runs(out)
     if not runs:
         return
@@ -249,6 +273,7 @@ def write(out: Path):
             lines += ["", f"sacreBLEU: `{task_runs[0]['bleu_signature']}`, chrF: "
                       f"`{task_runs[0]['chrf_signature']}`."]
         lines.append("")
+    lines += examples(runs, out, example_count)
     lines += [
         "Significance: paired bootstrap resampling of the test set (1,000 resamples, "
         "sacreBLEU's test; seed-averaged scores where a model has several seeds). "

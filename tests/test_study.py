@@ -1,0 +1,217 @@
+"""scripts/study.py: resume after a kill, skipping finished runs, statistics, report files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import REPO, cli_env, run_cli, write_reversal_corpus
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+import study_stats  # noqa: E402
+
+STUDY = [sys.executable, str(REPO / "scripts" / "study.py")]
+INTERVAL = 5  # updates between checkpoints (and validations)
+
+
+@pytest.fixture(scope="module")
+def study_data(tmp_path_factory):
+    """prepare_bible.py's layout on toy data: bin/, lm/bin/ and raw/test.<tgt>."""
+    root = tmp_path_factory.mktemp("study_data")
+    raw = write_reversal_corpus(root / "raw", n_train=700, n_valid=30, n_test=30)
+    run_cli("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
+            "--trainpref", raw / "train", "--validpref", raw / "valid", "--testpref", raw / "test",
+            "--destdir", root / "bin", "--joined-dictionary", "--workers", "1")
+    run_cli("fairseq-preprocess", "--only-source", "--trainpref", raw / "train.tgt",
+            "--validpref", raw / "valid.tgt", "--testpref", raw / "test.tgt",
+            "--destdir", root / "lm" / "bin", "--workers", "1")
+    return root
+
+
+def study_args(data, out, models, max_update, tasks="translation"):
+    # 300 tokens a batch: 700 toy pairs make epochs of a length that is no multiple of INTERVAL,
+    # so interval checkpoints are kept for averaging.
+    return ["--data", data, "--tasks", tasks, "--models", models, "--size", "tiny",
+            "--max-update", max_update, "--save-interval-updates", INTERVAL,
+            "--average-last", 2, "--max-tokens", 300, "--spm-model", "none", "--threads", 1,
+            "--out", out, "--checkpoints", out.parent / f"{out.name}_checkpoints"]
+
+
+def run_study(*args, check=True):
+    proc = subprocess.run([*STUDY, *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(), timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"study.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def result(out, name):
+    return json.loads((out / "runs" / name / "result.json").read_text())
+
+
+def kill_mid_training(args, save_dir: Path, budget: int):
+    """Start the study, and kill its whole process group once training has saved its second
+    interval checkpoint (mid-training: the budget is many intervals away). The kill may land
+    while fairseq copies that checkpoint to checkpoint_last.pt: the runner repairs that."""
+    proc = subprocess.Popen([*STUDY, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=cli_env(), start_new_session=True)
+    deadline = time.time() + 600
+    while not list(save_dir.glob(f"checkpoint_*_{2 * INTERVAL}.pt")):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    from study import resume_point
+
+    reached = resume_point(save_dir)
+    assert INTERVAL <= reached < budget, f"the kill did not land mid-training ({reached})"
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(study_data, tmp_path):
+    budget = 12 * INTERVAL
+    straight = tmp_path / "straight"
+    run_study(*study_args(study_data, straight, "random", budget))
+
+    resumed = tmp_path / "resumed"
+    args = study_args(study_data, resumed, "random", budget)
+    save_dir = tmp_path / "resumed_checkpoints/translation/random/seed1"
+    kill_mid_training(args, save_dir, budget)
+    assert not (resumed / "runs/translation/random/seed1/result.json").exists()
+    # As if the kill had landed while fairseq copied the checkpoint to checkpoint_last.pt.
+    last = save_dir / "checkpoint_last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    log = run_study(*args).stdout
+    assert "checkpoint_last.pt is unreadable" in log
+    assert "translation/random/seed1: resuming at update" in log
+
+    a, b = result(straight, "translation/random/seed1"), result(resumed, "translation/random/seed1")
+    assert b["updates"] == a["updates"] == budget
+    assert [p["update"] for p in b["curve"]] == [p["update"] for p in a["curve"]]
+    assert set(range(INTERVAL, budget + 1, INTERVAL)) <= {p["update"] for p in b["curve"]}
+    assert [p["valid_loss"] for p in b["curve"]] == [p["valid_loss"] for p in a["curve"]]
+    assert b["bleu"] == a["bleu"] and b["chrf"] == a["chrf"]
+    hyp = "runs/translation/random/seed1/test.hyp"
+    assert (resumed / hyp).read_text() == (straight / hyp).read_text()
+
+    # Finished runs are skipped: nothing is trained or rewritten.
+    stamp = (resumed / "runs/translation/random/seed1/result.json").stat().st_mtime_ns
+    log = run_study(*args).stdout
+    assert "1 runs, 1 already finished" in log and "starting" not in log
+    assert (resumed / "runs/translation/random/seed1/result.json").stat().st_mtime_ns == stamp
+
+
+def test_grid_report_and_budget_extension(study_data, tmp_path):
+    out = tmp_path / "grid"
+    run_study(*study_args(study_data, out, "transformer,random:2", 2 * INTERVAL,
+                          tasks="translation,lm"))
+    for name in ("results.md", "study.json", "val_loss_updates.png", "val_loss_time.png",
+                 "test.ref"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "study.json").read_text())
+    assert len(report["runs"]) == 6
+    table = (out / "results.md").read_text()
+    assert "| transformer |" in table and "| random |" in table and "(baseline)" in table
+    summary = report["summary"]["translation"]["random"]
+    assert summary["seeds"] == [1, 2] and len(summary["bleu"]["per_seed"]) == 2
+    assert summary["bleu"]["vs_baseline"]["verdict"] in ("tie", "better", "worse")
+    lm = report["summary"]["lm"]["transformer"]
+    run = result(out, "lm/transformer/seed1")
+    # Per-block statistics reproduce fairseq-eval-lm's perplexity.
+    assert run["ppl_from_blocks"] == pytest.approx(run["ppl"], rel=1e-3)
+    assert lm["ppl"]["ci95"][0] < run["ppl"] < lm["ppl"]["ci95"][1]
+
+    # Raising the budget resumes every run from its last checkpoint instead of restarting.
+    log = run_study(*study_args(study_data, out, "transformer", 3 * INTERVAL)).stdout
+    assert f"translation/transformer/seed1: resuming at update {2 * INTERVAL}" in log
+    assert result(out, "translation/transformer/seed1")["updates"] == 3 * INTERVAL
+
+    # Other settings in the same --out are refused, naming the fix.
+    changed = study_args(study_data, out, "transformer", 3 * INTERVAL) + ["--lr", "1e-3"]
+    proc = run_study(*changed, check=False)
+    assert proc.returncode != 0 and "trained with other settings" in proc.stderr
+
+
+def test_missing_data_names_the_fix(tmp_path):
+    proc = run_study("--data", tmp_path, "--out", tmp_path / "out", check=False)
+    assert proc.returncode != 0 and "prepare_bible.py" in proc.stderr
+
+
+# Statistics -----------------------------------------------------------------------------
+
+def mean_metric(summed):
+    """A 'corpus score' that is the mean of one value per unit: rows are (value, 1)."""
+    return summed[0] / summed[1]
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    rng = np.random.default_rng(0)
+    values = rng.normal(10.0, 2.0, size=2000)
+    rows = np.stack([values, np.ones_like(values)], axis=1)
+    indices = study_stats.resample_indices(len(rows), n_resamples=2000)
+    low, high = study_stats.confidence_interval([rows], mean_metric, indices=indices)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values))  # the known answer, ~0.088
+    assert low == pytest.approx(values.mean() - half, abs=0.15 * half)
+    assert high == pytest.approx(values.mean() + half, abs=0.15 * half)
+
+
+def test_paired_bootstrap_known_answers():
+    rng = np.random.default_rng(1)
+    base = np.stack([rng.normal(0, 1, 500), np.ones(500)], axis=1)
+    # A system against itself: no difference, a tie (sacreBLEU's p-value is degenerate here,
+    # every resampled difference is 0 too).
+    same = study_stats.paired_bootstrap([base], [base], mean_metric)
+    assert same["difference"] == 0
+    assert study_stats.verdict(same["difference"], same["p_value"], True) == "tie"
+    # Noise of mean zero on every unit is not a difference.
+    noisy = base.copy()
+    noisy[:, 0] += rng.normal(0, 0.5, 500)
+    noisy[:, 0] -= noisy[:, 0].mean() - base[:, 0].mean()
+    tie = study_stats.paired_bootstrap([noisy], [base], mean_metric)
+    assert abs(tie["difference"]) < 1e-9 and tie["p_value"] > 0.2
+    # A shift of 10 standard errors is significant, in the right direction.
+    shifted = base.copy()
+    shifted[:, 0] += 10 * 1 / np.sqrt(500)
+    test = study_stats.paired_bootstrap([shifted], [base], mean_metric)
+    assert test["difference"] == pytest.approx(10 / np.sqrt(500))
+    assert test["p_value"] < 0.01
+    assert study_stats.verdict(test["difference"], test["p_value"], True) == "better"
+    assert study_stats.verdict(test["difference"], test["p_value"], False) == "worse"
+    # Seeds are averaged: a seed far above and one as far below the baseline (each with its
+    # own unit-level noise) average to a tie, though each alone is significant.
+    plus, minus = base.copy(), base.copy()
+    plus[:, 0] += 10 / np.sqrt(500) + rng.normal(0, 0.3, 500)
+    minus[:, 0] += -10 / np.sqrt(500) + rng.normal(0, 0.3, 500)
+    for seed in (plus, minus):
+        assert study_stats.paired_bootstrap([seed], [base], mean_metric)["p_value"] < 0.01
+    both = study_stats.paired_bootstrap([plus, minus], [base], mean_metric)
+    assert abs(both["difference"]) < 0.05 and both["p_value"] > 0.05
+
+
+def test_paired_bootstrap_is_sacrebleus_for_one_seed():
+    from sacrebleu.significance import PairedTest
+
+    rng = np.random.default_rng(2)
+    words = "the of and to in a that he is for his was with not".split()
+    references = [" ".join(rng.choice(words, rng.integers(5, 15))) for _ in range(200)]
+
+    def noisy(p):
+        return [" ".join(w if rng.random() > p else "x" for w in r.split()) for r in references]
+
+    baseline, system = noisy(0.5), noisy(0.4)
+    _, results = PairedTest([("baseline", baseline), ("system", system)], metrics={
+        "BLEU": __import__("sacrebleu").metrics.BLEU()}, references=[references],
+        test_type="bs", n_samples=study_stats.N_RESAMPLES)()
+    theirs = results["BLEU"][1]
+    ours = study_stats.paired_bootstrap(
+        [study_stats.bleu_statistics(system, references)],
+        [study_stats.bleu_statistics(baseline, references)], study_stats.bleu_from_statistics)
+    assert ours["difference"] == pytest.approx(theirs.score - results["BLEU"][0].score, abs=1e-6)
+    assert ours["p_value"] == pytest.approx(theirs.p_value, abs=2e-3)
