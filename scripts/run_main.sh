@@ -5,7 +5,7 @@
 # in updates (so the numbers do not depend on the machine's load), scored by beam-4
 # fairseq-generate + sacreBLEU with 95% bootstrap intervals, a paired bootstrap test and three
 # example translations. Results go to results/main/.
-# Usage: bash scripts/run_main.sh [UPDATES per model, default 1200]
+# Usage: bash scripts/run_main.sh [UPDATES per model, a multiple of 100, default 1200]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 UPDATES="${1:-1200}"
@@ -14,7 +14,8 @@ bash scripts/setup.sh
 export OMP_NUM_THREADS=1  # two runs at once, one thread each: 2 cores
 .venv/bin/python scripts/prepare_bible.py --out data/bible --binarize
 .venv/bin/python scripts/study.py --data data/bible --tasks translation \
-  --models transformer,random --max-update "$UPDATES" --jobs 2 --threads 1 --out results/main
+  --models transformer,random --max-update "$UPDATES" --save-interval-updates 100 \
+  --average-last 3 --jobs 2 --threads 1 --out results/main
 ELAPSED=$(( $(date +%s) - START ))
 printf '\nmain job: %d min %02d s in all (set-up, data, training, scoring).\n' \
   $((ELAPSED / 60)) $((ELAPSED % 60))

@@ -475,7 +475,12 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.minutes and args.max_update % args.save_interval_updates:
+        parser.error(f"--max-update {args.max_update} is no multiple of --save-interval-updates "
+                     f"{args.save_interval_updates}: the last update would not be among the "
+                     f"averaged checkpoints")
     if args.list_models:
         for task, models in MODELS.items():
             print(f"{task}: {', '.join(models)}")
