@@ -14,18 +14,19 @@ resumed in epoch e builds them with the seed of epoch e: resuming after the firs
 trains on differently composed batches (shown below).
 
 Interrupting training with SIGINT or SIGTERM mid-epoch leaves the last good checkpoint intact,
-and resuming from it reaches the same parameters as the uninterrupted run.
+and resuming from it reaches the same parameters as the uninterrupted run. The signal comes
+from the training process itself at a known point (during the forward pass of an update two
+after a save; tests/interrupting_train.py), so the test does not race the process.
 """
 
-import re
 import signal
 import subprocess
-import threading
-import time
+import sys
+from pathlib import Path
 
 import pytest
 
-from helpers import BIN, cli_env
+from helpers import cli_env
 from reliability_helpers import (
     TRANSLATION_ARGS,
     USER_DIR,
@@ -152,64 +153,26 @@ def test_without_update_epoch_batch_itr_a_later_epoch_resumes_differently(
 
 # --- interruption -----------------------------------------------------------------------------
 
+SAVED = 25  # the last checkpoint before the interruption (a --save-interval-updates point)
+INTERRUPTED = SAVED + 2  # the update during which the signal arrives
+INTERRUPTING_TRAIN = Path(__file__).with_name("interrupting_train.py")
+
+
 def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-class TrainingProcess:
-    """fairseq-train in the background, its log collected line by line."""
-
-    def __init__(self, args):
-        # The same environment as the straight run it is compared with, bit for bit.
-        # SIGINT at its default, as in a terminal: a shell that starts jobs in the background
-        # (`cmd &` without job control) makes children ignore it, and Python then never raises
-        # KeyboardInterrupt, so the SIGINT case would test nothing but that inheritance.
-        self.proc = subprocess.Popen([str(BIN / "fairseq-train"), *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=cli_env(PYTHONUNBUFFERED="1"),
-                                     preexec_fn=default_sigint)
-        self.lines = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self):
-        return "".join(self.lines)
-
-    def position(self):
-        """(last logged update, updates of the last completed save, a save is in progress)."""
-        updates, saved, saving = 0, None, False
-        for line in list(self.lines):
-            if match := re.search(r'\| train_inner \| .*"num_updates": "(\d+)"', line):
-                updates = int(match.group(1))
-            elif "Preparing to save checkpoint" in line:
-                saving = True
-            elif match := re.search(r"Saved checkpoint .* @ (\d+) updates", line):
-                saved, saving = int(match.group(1)), False
-        return updates, saved, saving
-
-    def stop_between_saves(self, epoch_length, timeout=120):
-        """SIGSTOP the process at a moment when it is training, not saving, mid-epoch, after
-        a checkpoint was saved. While it is stopped, its log tells exactly where it is."""
-        deadline = time.monotonic() + timeout
-        while self.position()[1] is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # until the first checkpoint is saved
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGSTOP)
-            time.sleep(0.3)  # the reader collects everything logged before the stop
-            updates, saved, saving = self.position()
-            # fairseq logs an update, then validates and saves if it is a save point.
-            if not saving and saved < updates and all(
-                    (updates + ahead) % interval != 0
-                    for ahead in (0, 1) for interval in (SAVE_INTERVAL, epoch_length)):
-                return updates, saved
-            self.proc.send_signal(signal.SIGCONT)
-            time.sleep(0.02)
-        raise AssertionError(f"no moment between saves found:\n{self.output[-3000:]}")
+def interrupted_training(args, signum):
+    """fairseq-train that sends ``signum`` to itself during update INTERRUPTED, after its
+    forward pass (tests/interrupting_train.py): a known point, not a timer."""
+    # The same environment as the straight run it is compared with, bit for bit.
+    # SIGINT at its default, as in a terminal: a shell that starts jobs in the background
+    # (`cmd &` without job control) makes children ignore it, and Python then never raises
+    # KeyboardInterrupt, so the SIGINT case would test nothing but that inheritance.
+    env = cli_env(INTERRUPT_AT_UPDATE=str(INTERRUPTED), INTERRUPT_SIGNAL=signum.name)
+    return subprocess.run([sys.executable, str(INTERRUPTING_TRAIN), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=900,
+                          preexec_fn=default_sigint)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -217,24 +180,35 @@ def test_interrupted_training_keeps_last_checkpoint_and_resumes_exactly(
         signum, straight_runs, tmp_path):
     args, straight_dir, straight_log = straight_runs("translation")
     length = epoch_length(straight_log)
+    # Saved and interrupted in the same epoch, neither at its end: mid-epoch 2.
+    assert length < SAVED < INTERRUPTED < 2 * length and SAVED % SAVE_INTERVAL == 0
     save_dir = tmp_path / "checkpoints"
-    training = TrainingProcess([*args, "--save-dir", save_dir, "--max-update", 1000])
-    stopped_at, saved = training.stop_between_saves(length)
-    training.proc.send_signal(signum)
-    training.proc.send_signal(signal.SIGCONT)
-    returncode = training.proc.wait(timeout=60)
-    training.reader.join(timeout=10)
-    assert returncode != 0, training.output[-4000:]  # killed, not finished
-    assert stopped_at % length != 0  # interrupted mid-epoch
+    training = interrupted_training([*args, "--save-dir", save_dir, "--max-update", N], signum)
+    log = training.stdout + training.stderr
+    # Killed by the signal (an uncaught KeyboardInterrupt re-raises SIGINT), not finished.
+    assert training.returncode == -signum, log[-4000:]
+    assert f"sending {signum.name} during update {INTERRUPTED}" in log
+    logged = sorted(u for tag, u in json_log(log) if tag == "train_inner")
+    assert logged == list(range(1, INTERRUPTED)), log[-4000:]  # died inside update INTERRUPTED
+    assert f"Saved checkpoint {save_dir}/checkpoint_2_{SAVED}.pt (epoch 2 @ {SAVED} " \
+           f"updates" in log
 
-    # The last good checkpoint is intact and is the last one fairseq reported as saved.
+    # The last good checkpoint is intact: the one of update SAVED, bit for bit the straight
+    # run's checkpoint of that update (model and optimizer).
     last = load_checkpoint(save_dir / "checkpoint_last.pt")
-    assert num_updates(last) == saved < stopped_at
+    assert num_updates(last) == SAVED
     assert not list(save_dir.glob("*.tmp"))
+    same_point = load_checkpoint(straight_dir / f"checkpoint_2_{SAVED}.pt")
+    assert tensor_differences(same_point["model"], last["model"]) == []
+    assert tensor_differences(same_point["last_optimizer_state"],
+                              last["last_optimizer_state"]) == []
 
     # Resuming from it reaches exactly the parameters of the run that was never interrupted.
     resumed = fairseq_train(args, save_dir, N)
-    assert f"(epoch {saved // length + 1} @ {saved} updates)" in resumed.stdout
+    assert f"(epoch 2 @ {SAVED} updates)" in resumed.stdout
     straight = load_checkpoint(straight_dir / "checkpoint_last.pt")
-    assert tensor_differences(straight["model"],
-                              load_checkpoint(save_dir / "checkpoint_last.pt")["model"]) == []
+    final = load_checkpoint(save_dir / "checkpoint_last.pt")
+    assert num_updates(final) == N
+    assert tensor_differences(straight["model"], final["model"]) == []
+    assert tensor_differences(straight["last_optimizer_state"],
+                              final["last_optimizer_state"]) == []
