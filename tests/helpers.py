@@ -114,3 +114,60 @@ def build_lm_model(arch: str, extra=(), dictionary=None):
     task = tasks.get_task("language_modeling")(args, dictionary, dictionary)
     torch.manual_seed(0)
     return task.build_model(args), dictionary
+
+
+# --- the model's own scoring, independent of generation (for checks that hold on any CPU) ----
+
+def load_translation_checkpoint(path, data):
+    """``(model, task)`` of a translation checkpoint, loaded as fairseq-generate loads it."""
+    from fairseq import checkpoint_utils
+
+    import fairseq_synth  # noqa: F401 (registers the architectures)
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(path)], arg_overrides={"data": str(data)})
+    return models[0].eval(), task
+
+
+def teacher_forced(model, task, source: str, target: str):
+    """``(tokens, lprobs)``: ``target``'s tokens then </s>, and the model's log-probabilities
+    (natural log, one row of the vocabulary per target position) from ONE full forward of the
+    pair alone, teacher forced: no incremental decoding, no beam, no padding. Generation's
+    scores of a hypothesis must equal ``lprobs`` at its tokens."""
+    src = task.source_dictionary.encode_line(source, add_if_not_exist=False).long()[None]
+    tgt = task.target_dictionary.encode_line(target, add_if_not_exist=False).long()[None]
+    prev = torch.cat([tgt[:, -1:], tgt[:, :-1]], dim=1)  # </s> first, as fairseq shifts
+    model.eval()
+    with torch.no_grad():
+        out = model(src, torch.tensor([src.size(1)]), prev)
+        lprobs = model.get_normalized_probs(out, log_probs=True)[0].float()
+    return tgt[0], lprobs
+
+
+def token_scores(tokens, lprobs):
+    """Log-probability of each of ``tokens`` under ``lprobs`` (rows = positions)."""
+    return lprobs.gather(1, tokens[:, None])[:, 0]
+
+
+def is_argmax_path(tokens, lprobs, tol=1e-4) -> bool:
+    """Every token is the model's most probable next token, up to ``tol`` (a near-tie may go
+    either way between computations that differ by float rounding): what greedy search emits."""
+    return bool((token_scores(tokens, lprobs) >= lprobs.max(dim=1).values - tol).all())
+
+
+def same_or_near_tie(first, second, tol=1e-4) -> bool:
+    """Whether two outputs for one input (say batched and alone) are the same generation up to
+    float noise: ``first``, ``second`` are ``(tokens, lprobs)`` of ``teacher_forced``. Equal
+    tokens; or different tokens the model scores within ``tol`` of each other (mean
+    log-probability per token, the beam's ranking); or, where they first differ after a shared
+    prefix, two next tokens within ``tol`` of each other (greedy's choice at a near-tie)."""
+    (a, lp_a), (b, lp_b) = first, second
+    if torch.equal(a, b):
+        return True
+    if abs(token_scores(a, lp_a).mean() - token_scores(b, lp_b).mean()) <= tol:
+        return True
+    n = min(len(a), len(b))
+    i = next(i for i in range(n + 1) if i == n or a[i] != b[i])
+    if i == n:  # one is a prefix of the other: they differ where one ends (</s>)
+        return False
+    return bool(abs(lp_a[i, a[i]] - lp_a[i, b[i]]) <= tol)
