@@ -22,6 +22,6 @@ printf '\nmain job: %d min %02d s in all (set-up, data, training, scoring).\n' \
 cat <<'EOF'
 These are short runs of two models. The converged comparison of ten models (three seeds for
 five of them) with significance tests is in results/study/results.md; it is reproduced by:
-  .venv/bin/python scripts/study.py --tasks translation,lm --max-update 3000 --jobs 2 --threads 1 \
+  .venv/bin/python scripts/study.py --tasks translation,lm --max-update 4000 --jobs 2 --threads 1 \
     --models transformer:3,lightconv,dynamicconv:3,random:3,fixed_random,factorized_random,dense,factorized_dense,random+vanilla:3,dense+vanilla:3
 EOF
