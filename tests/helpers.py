@@ -44,13 +44,6 @@ def write_reversal_corpus(directory: Path, n_train=2000, n_valid=100, n_test=100
     return directory
 
 
-def agreement_with_reversal(source: str, hypothesis: str) -> float:
-    """Share of positions where ``hypothesis`` has the reversed source's token (toy models are
-    judged by this, not by an exact output: that varies across CPUs)."""
-    expected = source.split()[::-1]
-    return sum(a == b for a, b in zip(expected, hypothesis.split())) / len(expected)
-
-
 def cli_env(**overrides) -> dict:
     """The environment of every fairseq process a test starts. Runs whose results are compared
     bit for bit must use the same number of threads (a float sum's order depends on it), so the
