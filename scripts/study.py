@@ -231,14 +231,22 @@ def resume_point(save_dir: Path) -> int:
         return checkpoint_updates(last)
 
 
-def run_logged(cmd, log_path: Path, env=None, append=False) -> str:
-    """Run cmd, writing its output to log_path; a failure stops with the log's tail."""
+def run_logged(cmd, log_path: Path, env=None, append=False, on_poll=None) -> str:
+    """Run cmd, writing its output to log_path (on_poll() every 10 s while it runs); a failure
+    stops with the log's tail."""
     cmd = [str(c) for c in cmd]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a" if append else "w") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        while True:
+            try:
+                proc.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                if on_poll:
+                    on_poll()
     text = log_path.read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}), see {log_path}:\n"
@@ -328,7 +336,8 @@ def train_and_score(run: Run, args, progress) -> dict:
     progress.started(run, resumed_from)
     started = time.time()
     if run.budget is None or resumed_from < run.budget:
-        log = run_logged(run.train_cmd, run.log_path, env=env, append=True)
+        log = run_logged(run.train_cmd, run.log_path, env=env, append=True,
+                         on_poll=lambda: progress.training(run, resumed_from, started))
     else:  # trained, not scored: fairseq-train would take one more update on resume
         log = run.log_path.read_text()
     checkpoint = average(run, args) if args.average_last > 1 else run.save_dir / "checkpoint_last.pt"
@@ -362,6 +371,7 @@ class Progress:
         self.seconds_per_update = []  # measured this invocation
         self.remaining_updates = {r.name: self.budget or 0 for r in runs if not r.finished()}
         self.lock = threading.Lock()
+        self.reported = {}  # run name -> update of its last progress line
 
     def _stamp(self):
         elapsed = time.time() - self.clock
@@ -380,6 +390,22 @@ class Progress:
             self.remaining_updates[run.name] = max((self.budget or 0) - resumed_from, 0)
             how = f"resuming at update {resumed_from}" if resumed_from else "starting"
             print(f"{self._stamp()} {run.name}: {how}", flush=True)
+
+    def training(self, run, resumed_from, started):
+        """A line at each new validation point of a run: its update, loss and ETA."""
+        curve = validation_curve(run.log_path.read_text())
+        if not curve or curve[-1]["update"] == self.reported.get(run.name):
+            return
+        point = curve[-1]
+        self.reported[run.name] = point["update"]
+        trained = point["update"] - resumed_from
+        eta = ""
+        if self.budget and trained > 0:
+            eta = f", run ETA {fmt((time.time() - started) / trained * (self.budget - point['update']))}"
+        with self.lock:
+            print(f"{self._stamp()} {run.name}: update {point['update']}"
+                  f"{f'/{self.budget}' if self.budget else ''}, valid loss "
+                  f"{point['valid_loss']:.3f}{eta}", flush=True)
 
     def finished(self, run, result, seconds):
         with self.lock:

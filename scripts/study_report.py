@@ -189,8 +189,8 @@ def convergence_note(summary):
     ok = all(f < FLAT for f in flats)
     return [f"Transformer's validation loss improved by "
             f"{', '.join(f'{100 * f:.1f}%' for f in flats)} over the last quarter of its "
-            f"updates (criterion: < {100 * FLAT:.0f}%): "
-            f"{'flattened' if ok else 'NOT flattened, train longer'}."]
+            f"updates (flattened: < {100 * FLAT:.0f}%): "
+            f"{'flattened' if ok else 'still learning at this budget'}."]
 
 
 def plots(runs, out: Path):
