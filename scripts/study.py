@@ -354,7 +354,7 @@ def train_and_score(run: Run, args, progress) -> dict:
     if not args.keep_checkpoints:  # the averaged model and checkpoint_last stay
         for path in run.save_dir.glob("checkpoint_*_*.pt"):
             path.unlink()
-    progress.finished(run, result, time.time() - started)
+    progress.finished(run, result, time.time() - started, resumed_from)
     return result
 
 
@@ -372,6 +372,7 @@ class Progress:
         self.remaining_updates = {r.name: self.budget or 0 for r in runs if not r.finished()}
         self.lock = threading.Lock()
         self.reported = {}  # run name -> update of its last progress line
+        self.running_rates = {}  # run name -> seconds per update so far
 
     def _stamp(self):
         elapsed = time.time() - self.clock
@@ -380,9 +381,11 @@ class Progress:
     def _eta(self):
         if self.minutes:
             return fmt(self.minutes * 60 * len(self.remaining_updates) / self.parallel)
-        if not self.seconds_per_update:
+        # Seconds per update of finished runs (scoring included), else of the runs under way.
+        rates = self.seconds_per_update or list(self.running_rates.values())
+        if not rates:
             return "?"
-        rate = sum(self.seconds_per_update) / len(self.seconds_per_update)
+        rate = sum(rates) / len(rates)
         return fmt(rate * sum(self.remaining_updates.values()) / self.parallel)
 
     def started(self, run, resumed_from):
@@ -394,24 +397,29 @@ class Progress:
     def training(self, run, resumed_from, started):
         """A line at each new validation point of a run: its update, loss and ETA."""
         curve = validation_curve(run.log_path.read_text())
-        if not curve or curve[-1]["update"] == self.reported.get(run.name):
+        # Points of earlier attempts (the log is appended to) are not news.
+        if not curve or curve[-1]["update"] in (self.reported.get(run.name), resumed_from):
             return
         point = curve[-1]
         self.reported[run.name] = point["update"]
         trained = point["update"] - resumed_from
         eta = ""
-        if self.budget and trained > 0:
-            eta = f", run ETA {fmt((time.time() - started) / trained * (self.budget - point['update']))}"
         with self.lock:
+            if self.budget and trained > 0:
+                rate = self.running_rates[run.name] = (time.time() - started) / trained
+                left = self.remaining_updates[run.name] = self.budget - point["update"]
+                eta = f", run ETA {fmt(rate * left)}"
             print(f"{self._stamp()} {run.name}: update {point['update']}"
                   f"{f'/{self.budget}' if self.budget else ''}, valid loss "
                   f"{point['valid_loss']:.3f}{eta}", flush=True)
 
-    def finished(self, run, result, seconds):
+    def finished(self, run, result, seconds, resumed_from):
         with self.lock:
             self.done += 1
-            trained = self.remaining_updates.pop(run.name, 0)
-            if trained:
+            self.remaining_updates.pop(run.name, None)
+            self.running_rates.pop(run.name, None)
+            trained = result["updates"] - resumed_from
+            if trained > 0:
                 self.seconds_per_update.append(seconds / trained)
             score = (f"BLEU {result['bleu']:.2f}" if "bleu" in result
                      else f"ppl {result['ppl']:.2f}")
