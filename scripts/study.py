@@ -175,7 +175,7 @@ class Run:
         return self.budget is None or updates == self.budget
 
     def check_config(self):
-        """Refuse to mix runs of different settings in one --out."""
+        """Refuse to mix runs of different settings in one --out; record the command."""
         config = self.dir / "config.json"
         if config.exists():
             stored = json.loads(config.read_text())["config_hash"]
@@ -184,13 +184,12 @@ class Run:
                     f"{self.dir} was trained with other settings (config {stored}, now "
                     f"{self.config_hash}); keep the original flags to resume, or pass a new --out "
                     f"and --checkpoints")
-        else:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            config.write_text(json.dumps({
-                "task": self.task, "model": self.model, "seed": self.seed,
-                "config_hash": self.config_hash,
-                "train_command": [str(c).replace(str(REPO), ".") for c in self.train_cmd]},
-                indent=1) + "\n")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps({  # the command as run now, with its budget
+            "task": self.task, "model": self.model, "seed": self.seed,
+            "config_hash": self.config_hash,
+            "train_command": [str(c).replace(str(REPO), ".") for c in self.train_cmd]},
+            indent=1) + "\n")
 
     @property
     def log_path(self) -> Path:
