@@ -15,7 +15,7 @@ Resumable: re-running the same command continues an interrupted run from its
 each run's ``result.json`` is written as soon as it is scored.
 
     .venv/bin/python scripts/study.py --data data/bible --tasks translation \\
-        --models transformer:3,random:3,dense --max-update 3000 --out results/study
+        --models transformer:3,random:3,dense --max-update 4000 --out results/mine
     # WMT'16 En-De on GPUs: the paper's base sizes, fairseq flags passed through
     python scripts/study.py --data data-bin/wmt16_en_de --tasks translation --size base \\
         --models transformer,random+vanilla --max-update 100000 --max-tokens 4096 \\
@@ -469,7 +469,7 @@ def build_parser():
     parser.add_argument("--size", choices=SIZES, default="cpu",
                         help="cpu: 3 layers x 128 wide, 4 heads, FFN 512, length 128; "
                              "base: 6 x 512, 8 heads, FFN 2048, length 256; tiny: 1 x 32")
-    parser.add_argument("--max-update", type=int, default=3000, help="budget in updates")
+    parser.add_argument("--max-update", type=int, default=4000, help="budget in updates")
     parser.add_argument("--minutes", type=float, default=0,
                         help="budget in training minutes instead (results then depend on the "
                              "machine's speed)")
