@@ -16,12 +16,12 @@ each run's ``result.json`` is written as soon as it is scored.
 
     .venv/bin/python scripts/study.py --data data/bible --tasks translation \\
         --models transformer:3,random:3,dense --max-update 4000 --out results/mine
-    # WMT'14 En-De on GPUs (examples/wmt's data): the paper's base sizes, subword-nmt BPE
-    # undone by fairseq-generate, raw references given, more fairseq flags passed through
+    # WMT'14 En-De on GPUs (examples/wmt's data): the paper's base sizes; fairseq-generate
+    # undoes the BPE and the Moses tokenization, to compare with the raw references
     python scripts/study.py --data data-bin/wmt14_en_de --tasks translation --size base \\
         --models transformer,random+vanilla --max-update 100000 --max-tokens 4096 \\
-        --lr 7e-4 --warmup 4000 --spm-model none --generate-args "--remove-bpe" \\
-        --references wmt14_en_de/test.raw.de --fairseq-args "--fp16"
+        --lr 7e-4 --warmup 4000 --spm-model none --references RAW_TEST.de --fairseq-args "--fp16" \\
+        --generate-args "--tokenizer moses --bpe subword_nmt --bpe-codes PREP/code"
 
 A model is ``NAME[:SEEDS]`` (SEEDS seeds 1..SEEDS, default ``--seeds``); names are listed by
 ``--list-models``.
