@@ -21,7 +21,7 @@ printf '\nmain job: %d min %02d s in all (set-up, data, training, scoring).\n' \
   $((ELAPSED / 60)) $((ELAPSED % 60))
 cat <<'EOF'
 These are short runs of two models. The converged comparison of ten models (three seeds for
-five of them) with significance tests is in results/study/results.md; it is reproduced by:
-  .venv/bin/python scripts/study.py --tasks translation,lm --max-update 4000 --jobs 2 --threads 1 \
-    --models transformer:3,lightconv,dynamicconv:3,random:3,fixed_random,factorized_random,dense,factorized_dense,random+vanilla:3,dense+vanilla:3
+five of them, translation and language modeling) with significance tests is in
+results/study/results.md; it is reproduced, or continued after an interruption, by:
+  bash scripts/run_study.sh
 EOF
