@@ -215,3 +215,19 @@ def test_paired_bootstrap_is_sacrebleus_for_one_seed():
         [study_stats.bleu_statistics(baseline, references)], study_stats.bleu_from_statistics)
     assert ours["difference"] == pytest.approx(theirs.score - results["BLEU"][0].score, abs=1e-6)
     assert ours["p_value"] == pytest.approx(theirs.p_value, abs=2e-3)
+
+
+def test_the_scripts_grids_are_valid():
+    """run_study.sh and run_main.sh name only models study.py knows."""
+    import re
+
+    from study import parse_models
+
+    for script, tasks in (("run_study.sh", ["translation", "lm"]), ("run_main.sh", ["translation"])):
+        text = (REPO / "scripts" / script).read_text()
+        models = re.search(r"--models (\S+)", text).group(1)
+        for task in tasks:
+            assert parse_models(models, task, 1)
+    grid = parse_models(re.search(r"--models (\S+)", (REPO / "scripts" / "run_study.sh")
+                                  .read_text()).group(1), "translation", 1)
+    assert len(grid) == 20 and len({m for m, _ in grid}) == 10  # the issue's grid
