@@ -193,6 +193,11 @@ def convergence_note(summary):
             f"{'flattened' if ok else 'still learning at this budget'}."]
 
 
+def colour(model: str) -> str:
+    """A model's colour, the same in every plot (the baseline's is matplotlib's first)."""
+    return f"C{MODEL_ORDER.index(model) % 10}" if model in MODEL_ORDER else "black"
+
+
 def plots(runs, out: Path):
     import matplotlib
 
@@ -203,14 +208,12 @@ def plots(runs, out: Path):
     for axis, name in (("update", "val_loss_updates.png"), ("wall", "val_loss_time.png")):
         fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.5), squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            colours = {}
             for run in runs:
                 if run["task"] != task or not run["curve"]:
                     continue
                 x = [p[axis] / (60 if axis == "wall" else 1) for p in run["curve"]]
                 y = [p["valid_loss"] for p in run["curve"]]
-                colour = colours.setdefault(run["model"], f"C{len(colours) % 10}")
-                ax.plot(x, y, color=colour, alpha=0.8, linewidth=1,
+                ax.plot(x, y, color=colour(run["model"]), alpha=0.8, linewidth=1,
                         label=run["model"] if run["seed"] == min(
                             r["seed"] for r in runs
                             if r["task"] == task and r["model"] == run["model"]) else None)
