@@ -85,7 +85,16 @@ def main(argv: Optional[List[str]] = None):
 
     argv = sys.argv[1:] if argv is None else argv
     sys.argv = [sys.argv[0], *distributed_cpu_argv(argv, os.environ)]
-    train.cli_main()
+    try:
+        train.cli_main()
+    finally:
+        # fairseq leaves its gloo process group up; torch then destroys it during interpreter
+        # shutdown, which now and then aborts a rank that has finished and saved ("terminate
+        # called without an active exception", SIGABRT), and torchrun reports the run failed.
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
