@@ -68,7 +68,6 @@ LM_MODELS = {
        for name in SYNTHESIZERS},
 }
 MODELS = {"translation": TRANSLATION_MODELS, "lm": LM_MODELS}
-BASELINE = "transformer"
 
 # (layers, width, FFN width, heads, longest sequence); "cpu" trains in minutes on 2 cores,
 # "base" is the paper's (and fairseq's transformer_wmt_en_de) base size, "tiny" for smoke tests.
