@@ -263,6 +263,14 @@ def write(out: Path, example_count: int = 3):
     command = out / "command.txt"
     if command.exists():
         lines += ["Command: `" + command.read_text().strip() + "`", ""]
+    # study.py writes every run's config.json before training any: the grid of the study.
+    pending = [p.parent for p in out.glob("runs/*/*/seed*/config.json")
+               if not (p.parent / "result.json").exists()]
+    if pending:
+        lines += [f"**Partial study: {len(runs)} of {len(runs) + len(pending)} runs finished.** "
+                  f"The tables cover the finished runs only; re-running the study's command "
+                  f"continues it.", ""]
+    report["finished_runs"], report["pending_runs"] = len(runs), len(pending)
     for task in TASK_TITLES:
         task_runs = [r for r in runs if r["task"] == task]
         if not task_runs:

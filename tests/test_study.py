@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from helpers import REPO, cli_env, run_cli, write_reversal_corpus
 
 sys.path.insert(0, str(REPO / "scripts"))
 
+import study_report  # noqa: E402
 import study_stats  # noqa: E402
 
 STUDY = [sys.executable, str(REPO / "scripts" / "study.py")]
@@ -119,6 +121,7 @@ def test_grid_report_and_budget_extension(study_data, tmp_path):
     assert len(report["runs"]) == 6
     table = (out / "results.md").read_text()
     assert "| transformer |" in table and "| random |" in table and "(baseline)" in table
+    assert "Partial study" not in table and report["pending_runs"] == 0
     summary = report["summary"]["translation"]["random"]
     assert summary["seeds"] == [1, 2] and len(summary["bleu"]["per_seed"]) == 2
     assert summary["bleu"]["vs_baseline"]["verdict"] in ("tie", "better", "worse")
@@ -127,6 +130,14 @@ def test_grid_report_and_budget_extension(study_data, tmp_path):
     # Per-block statistics reproduce fairseq-eval-lm's perplexity.
     assert run["ppl_from_blocks"] == pytest.approx(run["ppl"], rel=1e-3)
     assert lm["ppl"]["ci95"][0] < run["ppl"] < lm["ppl"]["ci95"][1]
+
+    # A run configured but not finished (killed, or not reached yet) marks the report partial.
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    (partial / "runs/lm/random/seed2/result.json").unlink()
+    study_report.write(partial)
+    assert "**Partial study: 5 of 6 runs finished.**" in (partial / "results.md").read_text()
+    assert json.loads((partial / "study.json").read_text())["pending_runs"] == 1
 
     # Raising the budget resumes every run from its last checkpoint instead of restarting.
     log = run_study(*study_args(study_data, out, "transformer", 3 * INTERVAL)).stdout
