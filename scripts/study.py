@@ -340,6 +340,7 @@ def train_and_score(run: Run, args, progress) -> dict:
                          on_poll=lambda: progress.training(run, resumed_from, started))
     else:  # trained, not scored: fairseq-train would take one more update on resume
         log = run.log_path.read_text()
+    trained = time.time()
     checkpoint = average(run, args) if args.average_last > 1 else run.save_dir / "checkpoint_last.pt"
     scores = (score_translation if run.task == "translation" else score_lm)(run, args, checkpoint)
     curve = validation_curve(log)
@@ -354,7 +355,7 @@ def train_and_score(run: Run, args, progress) -> dict:
     if not args.keep_checkpoints:  # the averaged model and checkpoint_last stay
         for path in run.save_dir.glob("checkpoint_*_*.pt"):
             path.unlink()
-    progress.finished(run, result, time.time() - started, resumed_from)
+    progress.finished(run, result, trained - started, time.time() - trained, resumed_from)
     return result
 
 
@@ -368,7 +369,8 @@ class Progress:
         self.done = sum(r.finished() for r in runs)
         self.budget = args.max_update if not args.minutes else None
         self.clock = time.time()
-        self.seconds_per_update = []  # measured this invocation
+        self.seconds_per_update = []  # training seconds per update of runs finished here
+        self.scoring_seconds = []  # averaging + generate/eval-lm of each run finished here
         self.remaining_updates = {r.name: self.budget or 0 for r in runs if not r.finished()}
         self.lock = threading.Lock()
         self.reported = {}  # run name -> update of its last progress line
@@ -381,12 +383,16 @@ class Progress:
     def _eta(self):
         if self.minutes:
             return fmt(self.minutes * 60 * len(self.remaining_updates) / self.parallel)
-        # Seconds per update of finished runs (scoring included), else of the runs under way.
+        # Training and scoring apart: a run resumed near its end trains few updates, and its
+        # scoring time spread over them would inflate the rate many times.
         rates = self.seconds_per_update or list(self.running_rates.values())
         if not rates:
             return "?"
         rate = sum(rates) / len(rates)
-        return fmt(rate * sum(self.remaining_updates.values()) / self.parallel)
+        scoring = (sum(self.scoring_seconds) / len(self.scoring_seconds)
+                   if self.scoring_seconds else 0.0)
+        left = rate * sum(self.remaining_updates.values()) + scoring * len(self.remaining_updates)
+        return fmt(left / self.parallel)
 
     def started(self, run, resumed_from):
         with self.lock:
@@ -413,18 +419,19 @@ class Progress:
                   f"{f'/{self.budget}' if self.budget else ''}, valid loss "
                   f"{point['valid_loss']:.3f}{eta}", flush=True)
 
-    def finished(self, run, result, seconds, resumed_from):
+    def finished(self, run, result, training_seconds, scoring_seconds, resumed_from):
         with self.lock:
             self.done += 1
             self.remaining_updates.pop(run.name, None)
             self.running_rates.pop(run.name, None)
             trained = result["updates"] - resumed_from
             if trained > 0:
-                self.seconds_per_update.append(seconds / trained)
+                self.seconds_per_update.append(training_seconds / trained)
+            self.scoring_seconds.append(scoring_seconds)
             score = (f"BLEU {result['bleu']:.2f}" if "bleu" in result
                      else f"ppl {result['ppl']:.2f}")
             print(f"{self._stamp()} {run.name}: done, {result['updates']} updates, "
-                  f"{score}, {fmt(seconds)}", flush=True)
+                  f"{score}, {fmt(training_seconds + scoring_seconds)}", flush=True)
 
 
 def fmt(seconds: float) -> str:

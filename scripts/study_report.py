@@ -14,6 +14,7 @@ score with its 95% bootstrap interval, the paired bootstrap test against the Tra
 """
 
 import json
+import logging
 import math
 import re
 import sys
@@ -201,6 +202,9 @@ def colour(model: str) -> str:
 def plots(runs, out: Path):
     import matplotlib
 
+    # The study's log once filled with matplotlib's font-search DEBUG lines (root logger
+    # configured at DEBUG by a library in that process; not reproduced alone): keep them out.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

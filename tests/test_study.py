@@ -242,3 +242,19 @@ def test_the_scripts_grids_are_valid():
     grid = parse_models(re.search(r"--models (\S+)", (REPO / "scripts" / "run_study.sh")
                                   .read_text()).group(1), "translation", 1)
     assert len(grid) == 20 and len({m for m, _ in grid}) == 10  # the issue's grid
+
+
+def test_eta_counts_training_rate_and_scoring_apart():
+    """A run resumed near its end trains few updates: its scoring time must not be spread over
+    them as if it were training time (it made the first ETA of the resumed study 19.5 h, not 13)."""
+    from types import SimpleNamespace
+
+    from study import Progress
+
+    runs = [SimpleNamespace(name=name, finished=lambda: False) for name in ("a", "b")]
+    progress = Progress(runs, SimpleNamespace(minutes=None, max_update=4000), parallel=1)
+    progress.started(runs[0], resumed_from=3750)
+    progress.finished(runs[0], {"updates": 4000, "bleu": 1.0}, training_seconds=125.0,
+                      scoring_seconds=180.0, resumed_from=3750)
+    # Run b: 4,000 updates at 0.5 s each, then one scoring of 180 s.
+    assert progress._eta() == "0:36:20"
