@@ -256,23 +256,42 @@ def run_logged(cmd, log_path: Path, env=None, append=False, on_poll=None) -> str
 
 def validation_curve(log: str):
     """[{update, valid_loss, wall}] from fairseq's json log, one point per update (a point
-    validated again after a resume keeps its latest value)."""
+    validated again after a resume keeps its latest value).
+
+    wall: seconds of training up to the point, from the log's timestamps (fairseq logs no wall
+    time with validations, and its "wall" restarts at 0 on resume). An attempt resumed at
+    update U continues from the wall time of U's point, so work lost to a kill after the last
+    checkpoint is not counted; a paused process (SIGSTOP) is.
+    """
     points = {}
+    started = None  # first timestamp of the current attempt
+    carried = 0.0  # wall time at the update the current attempt resumed from
     for line in log.splitlines():
+        if line.startswith("$ "):  # study.py's header of each attempt
+            started, carried = None, 0.0
+            continue
+        stamp = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", line)
+        if not stamp:
+            continue
+        now = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S"))
+        started = now if started is None else started
+        resumed = re.search(r"Loaded checkpoint .* \(epoch \d+ @ (\d+) updates\)", line)
+        if resumed:
+            earlier = [p["wall"] for u, p in points.items() if u <= int(resumed.group(1))]
+            carried = max(earlier, default=0.0)
+            started = now
         match = re.search(r"\| valid \| (\{.*\})$", line)
         if match:
             record = json.loads(match.group(1))
             update = int(record["valid_num_updates"])
             points[update] = {"update": update, "valid_loss": float(record["valid_loss"]),
-                              "wall": float(record.get("valid_wall", "nan"))}
+                              "wall": carried + now - started}
     return [points[u] for u in sorted(points)]
 
 
-def train_seconds(log: str) -> float:
-    """Training wall time: fairseq's cumulative wall clock of the last logged line, which a
-    resumed run continues from its checkpoint."""
-    walls = re.findall(r'"(?:valid_)?wall": "([\d.]+)"', log)
-    return float(walls[-1]) if walls else 0.0
+def train_seconds(curve) -> float:
+    """Training wall time: that of the last validation (see validation_curve)."""
+    return curve[-1]["wall"] if curve else 0.0
 
 
 def parameter_count(log: str) -> int:
@@ -347,7 +366,7 @@ def train_and_score(run: Run, args, progress) -> dict:
     result = {
         "task": run.task, "model": run.model, "seed": run.seed,
         "params": parameter_count(log), "updates": curve[-1]["update"] if curve else 0,
-        "train_seconds": train_seconds(log), "curve": curve,
+        "train_seconds": train_seconds(curve), "curve": curve,
         "checkpoint_averaged": checkpoint.name, "config_hash": run.config_hash,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **scores,
     }

@@ -98,6 +98,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(study_data, tmp_path):
     assert b["updates"] == a["updates"] == budget
     assert [p["update"] for p in b["curve"]] == [p["update"] for p in a["curve"]]
     assert set(range(INTERVAL, budget + 1, INTERVAL)) <= {p["update"] for p in b["curve"]}
+    walls = [p["wall"] for p in b["curve"]]
+    assert walls[0] > 0 and walls == sorted(walls) and b["train_seconds"] == walls[-1]
     assert [p["valid_loss"] for p in b["curve"]] == [p["valid_loss"] for p in a["curve"]]
     assert b["bleu"] == a["bleu"] and b["chrf"] == a["chrf"]
     hyp = "runs/translation/random/seed1/test.hyp"
@@ -258,3 +260,29 @@ def test_eta_counts_training_rate_and_scoring_apart():
                       scoring_seconds=180.0, resumed_from=3750)
     # Run b: 4,000 updates at 0.5 s each, then one scoring of 180 s.
     assert progress._eta() == "0:36:20"
+
+
+def test_wall_time_of_a_resumed_run_continues_from_its_checkpoint():
+    """fairseq logs no wall time with validations and restarts its own at 0 on resume: the
+    curve's wall time comes from the log's timestamps, carried over from the resumed update."""
+    from study import validation_curve
+
+    def valid(stamp, update, loss):
+        return (f"2026-01-05 {stamp} | INFO | valid | {{\"epoch\": 1, \"valid_loss\": "
+                f"\"{loss}\", \"valid_num_updates\": \"{update}\"}}")
+
+    log = "\n".join([
+        "$ fairseq-train ...",
+        "2026-01-05 10:00:00 | INFO | fairseq_cli.train | model built",
+        valid("10:01:40", 250, 8.0),
+        valid("10:03:20", 500, 7.0),
+        "2026-01-05 10:04:00 | INFO | train_inner | {\"num_updates\": \"550\"}",  # then killed
+        "$ fairseq-train ...",
+        "2026-01-05 11:00:00 | INFO | fairseq_cli.train | model built",
+        "2026-01-05 11:00:05 | INFO | fairseq.trainer | Loaded checkpoint /x/checkpoint_last.pt "
+        "(epoch 1 @ 500 updates)",
+        valid("11:01:45", 750, 6.5),
+    ])
+    curve = validation_curve(log)
+    assert [(p["update"], p["valid_loss"], p["wall"]) for p in curve] == [
+        (250, 8.0, 100.0), (500, 7.0, 200.0), (750, 6.5, 300.0)]
