@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The study of results/study: ten models (three seeds for five), translation and language
 # modeling on the default corpus, 4000 updates a run, two runs at a time on one thread each
-# (about 10 hours on 2 cores). Resumable: run it again after an interruption and it continues
+# (about 13 hours on 2 cores). Resumable: run it again after an interruption and it continues
 # from the last checkpoints, skipping finished runs. Extra arguments go to scripts/study.py
 # (e.g. --commit to git-commit results/study after each run). Runs go in the order of --models,
 # every first seed before any second one: the models of the paper's claims (R, R+V, D+V against
