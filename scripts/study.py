@@ -138,6 +138,18 @@ def data_dir(args, task: str) -> Path:
     return layout if layout.is_dir() else args.data
 
 
+def config_hash(train_cmd) -> str:
+    """What makes two runs the same run: every flag but where it writes and how long it trains
+    (the schedule does not depend on the budget, so a run trained to 3000 updates and then
+    resumed to 4000 is the run trained to 4000 straight away)."""
+    identity, skip = [], False
+    for flag in (str(c).replace(str(REPO), ".") for c in train_cmd):
+        if not skip and flag not in ("--max-update", "--stop-time-hours"):
+            identity.append(flag)
+        skip = flag in ("--save-dir", "--max-update", "--stop-time-hours")
+    return hashlib.sha256(" ".join(identity).encode()).hexdigest()[:16]
+
+
 class Run:
     """One (task, model, seed): its results directory (committed) and checkpoints (not)."""
 
@@ -150,16 +162,8 @@ class Run:
         self.train_cmd = [BIN / "fairseq-train", *train_flags(args, task, seed, self.save_dir),
                           *arch_flags(task, model, args.size), *size_flags(task, args.size)]
         self.budget = None if args.minutes else args.max_update
-        # What makes two runs the same run: every flag but where it writes and how long it
-        # trains (the schedule does not depend on the budget, so a run trained to 3000 updates
-        # and then resumed to 4000 is the run trained to 4000 straight away).
-        identity, skip = [], False
-        for flag in (str(c).replace(str(REPO), ".") for c in self.train_cmd):
-            if not skip and flag not in (str(self.save_dir).replace(str(REPO), "."),
-                                         "--max-update", "--stop-time-hours"):
-                identity.append(flag)
-            skip = flag in ("--max-update", "--stop-time-hours")
-        self.config_hash = hashlib.sha256(" ".join(identity).encode()).hexdigest()[:16]
+        self.config_hash = config_hash(self.train_cmd)
+        self.continue_from = args.continue_from / name if args.continue_from else None
 
     @property
     def result_path(self) -> Path:
@@ -195,6 +199,30 @@ class Run:
     @property
     def log_path(self) -> Path:
         return self.save_dir / "train.log"
+
+    def take_over_shorter_run(self):
+        """--continue-from: a run with no checkpoint of its own starts from the same run of a
+        shorter study (its checkpoint_last.pt, and its train.log so that the curve is whole)."""
+        source = self.continue_from
+        if not source or (self.save_dir / "checkpoint_last.pt").exists():
+            return
+        if not (source / "checkpoint_last.pt").exists():
+            return  # not trained there: this run starts from scratch
+        commands = [line[2:] for line in (source / "train.log").read_text().splitlines()
+                    if line.startswith("$ ")]
+        if not commands or config_hash(shlex.split(commands[-1])) != self.config_hash:
+            raise SystemExit(f"{source} was trained with other settings than {self.name} has "
+                             f"now: --continue-from needs the same flags but the budget")
+        updates = checkpoint_updates(source / "checkpoint_last.pt")
+        if self.budget is not None and updates > self.budget:
+            raise SystemExit(f"{source} is at update {updates}, beyond --max-update "
+                             f"{self.budget}: --continue-from takes a shorter study")
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / "train.log", self.log_path)
+        partial = self.save_dir / "checkpoint_last.pt.tmp"  # a kill leaves no half checkpoint
+        shutil.copyfile(source / "checkpoint_last.pt", partial)
+        os.replace(partial, self.save_dir / "checkpoint_last.pt")
+        print(f"[study] {self.name}: continues {source} from update {updates}", flush=True)
 
 
 def checkpoint_updates(path: Path) -> int:
@@ -351,6 +379,7 @@ def score_lm(run: Run, args, checkpoint: Path) -> dict:
 
 def train_and_score(run: Run, args, progress) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    run.take_over_shorter_run()
     resumed_from = resume_point(run.save_dir)
     progress.started(run, resumed_from)
     started = time.time()
@@ -522,6 +551,10 @@ def build_parser():
     parser.add_argument("--out", type=Path, default=REPO / "results" / "study")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="where checkpoints go (default: checkpoints/<name of --out>)")
+    parser.add_argument("--continue-from", type=Path, default=None,
+                        help="checkpoints directory of a shorter study with the same flags: "
+                             "runs start from its runs' last checkpoints (a longer-budget "
+                             "study that reuses the shorter one's training)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the interval checkpoints after averaging")
     parser.add_argument("--commit", action="store_true",

@@ -286,3 +286,26 @@ def test_wall_time_of_a_resumed_run_continues_from_its_checkpoint():
     curve = validation_curve(log)
     assert [(p["update"], p["valid_loss"], p["wall"]) for p in curve] == [
         (250, 8.0, 100.0), (500, 7.0, 200.0), (750, 6.5, 300.0)]
+
+
+def test_a_longer_study_continues_a_shorter_one(study_data, tmp_path):
+    """--continue-from: a longer-budget study starts each run from the shorter study's last
+    checkpoint (whole curve kept) and refuses a shorter study trained with other flags."""
+    short = tmp_path / "short"
+    run_study(*study_args(study_data, short, "transformer", 2 * INTERVAL))
+    source = tmp_path / "short_checkpoints"
+
+    longer = tmp_path / "longer"
+    log = run_study(*study_args(study_data, longer, "transformer", 3 * INTERVAL),
+                    "--continue-from", source).stdout
+    assert f"translation/transformer/seed1: continues {source}" in log
+    assert f"translation/transformer/seed1: resuming at update {2 * INTERVAL}" in log
+    run = result(longer, "translation/transformer/seed1")
+    assert run["updates"] == 3 * INTERVAL
+    assert {INTERVAL, 2 * INTERVAL, 3 * INTERVAL} <= {p["update"] for p in run["curve"]}
+    # The shorter study is left as it was.
+    assert result(short, "translation/transformer/seed1")["updates"] == 2 * INTERVAL
+
+    other = run_study(*study_args(study_data, tmp_path / "other", "transformer", 3 * INTERVAL),
+                      "--continue-from", source, "--lr", "1e-3", check=False)
+    assert other.returncode != 0 and "trained with other settings" in other.stderr
