@@ -219,10 +219,16 @@ class Run:
                              f"{self.budget}: --continue-from takes a shorter study")
         self.save_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / "train.log", self.log_path)
-        partial = self.save_dir / "checkpoint_last.pt.tmp"  # a kill leaves no half checkpoint
-        shutil.copyfile(source / "checkpoint_last.pt", partial)
-        os.replace(partial, self.save_dir / "checkpoint_last.pt")
+        copy_whole(source / "checkpoint_last.pt", self.save_dir / "checkpoint_last.pt")
         print(f"[study] {self.name}: continues {source} from update {updates}", flush=True)
+
+
+def copy_whole(source: Path, target: Path):
+    """Copy through a temporary file and an atomic rename: a kill mid-copy leaves no half
+    checkpoint under the target's name."""
+    partial = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
 
 
 def checkpoint_updates(path: Path) -> int:
@@ -253,9 +259,7 @@ def resume_point(save_dir: Path) -> int:
                              f"left: delete {save_dir} to restart this run")
         print(f"[study] {last.name} is unreadable ({type(error).__name__}); resuming from "
               f"{intervals[-1].name}", flush=True)
-        partial = last.with_suffix(".tmp")
-        shutil.copyfile(intervals[-1], partial)
-        os.replace(partial, last)
+        copy_whole(intervals[-1], last)
         return checkpoint_updates(last)
 
 
