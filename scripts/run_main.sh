@@ -22,6 +22,7 @@ printf '\nmain job: %d min %02d s in all (set-up, data, training, scoring).\n' \
 cat <<'EOF'
 These are short runs of two models. The converged comparison of ten models (three seeds for
 five of them, translation and language modeling) with significance tests is in
-results/study/results.md; it is reproduced, or continued after an interruption, by:
+results/study/results.md (4,000 updates a run) and results/study_8000/results.md (8,000, where
+the Transformer's loss has flattened); it is reproduced, or continued after an interruption, by:
   bash scripts/run_study.sh
 EOF
