@@ -99,7 +99,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(study_data, tmp_path):
     assert [p["update"] for p in b["curve"]] == [p["update"] for p in a["curve"]]
     assert set(range(INTERVAL, budget + 1, INTERVAL)) <= {p["update"] for p in b["curve"]}
     walls = [p["wall"] for p in b["curve"]]
-    assert walls[0] > 0 and walls == sorted(walls) and b["train_seconds"] == walls[-1]
+    # fairseq stamps its log to the second: a fast machine validates within the first one.
+    assert walls[0] >= 0 and walls == sorted(walls) and b["train_seconds"] == walls[-1]
     assert [p["valid_loss"] for p in b["curve"]] == [p["valid_loss"] for p in a["curve"]]
     assert b["bleu"] == a["bleu"] and b["chrf"] == a["chrf"]
     hyp = "runs/translation/random/seed1/test.hyp"
