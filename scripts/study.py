@@ -153,15 +153,22 @@ def config_hash(train_cmd) -> str:
 class Run:
     """One (task, model, seed): its results directory (committed) and checkpoints (not)."""
 
-    def __init__(self, args, task: str, model: str, seed: int):
+    def __init__(self, args, task: str, model: str, seed: int, previous_budget: int = 0,
+                 continued: bool = False, label_budget: bool = False):
         self.task, self.model, self.seed = task, model, seed
         name = f"{task}/{model}/seed{seed}"
         self.name = name
+        self.out = args.out
         self.dir = args.out / "runs" / name
         self.save_dir = args.checkpoints / name
         self.train_cmd = [BIN / "fairseq-train", *train_flags(args, task, seed, self.save_dir),
                           *arch_flags(task, model, args.size), *size_flags(task, args.size)]
         self.budget = None if args.minutes else args.max_update
+        # With several budgets a run is trained to the first, scored, then continued in the
+        # same checkpoint directory to the next (previous_budget: where it then starts;
+        # continued: a next budget follows, whose averaging may need this one's checkpoints).
+        self.previous_budget, self.continued = previous_budget, continued
+        self.label = f"{name} to {self.budget}" if label_budget else name
         self.config_hash = config_hash(self.train_cmd)
         self.continue_from = args.continue_from / name if args.continue_from else None
 
@@ -385,6 +392,9 @@ def train_and_score(run: Run, args, progress) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     run.take_over_shorter_run()
     resumed_from = resume_point(run.save_dir)
+    if run.budget is not None and resumed_from > run.budget:
+        raise SystemExit(f"{run.save_dir} holds a checkpoint at update {resumed_from}, beyond "
+                         f"{run.name}'s budget of {run.budget}: pass another --checkpoints")
     progress.started(run, resumed_from)
     started = time.time()
     if run.budget is None or resumed_from < run.budget:
@@ -404,7 +414,7 @@ def train_and_score(run: Run, args, progress) -> dict:
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **scores,
     }
     run.result_path.write_text(json.dumps(result, indent=1) + "\n")
-    if not args.keep_checkpoints:  # the averaged model and checkpoint_last stay
+    if not (args.keep_checkpoints or run.continued):  # the averaged model, checkpoint_last stay
         for path in run.save_dir.glob("checkpoint_*_*.pt"):
             path.unlink()
     progress.finished(run, result, trained - started, time.time() - trained, resumed_from)
@@ -419,14 +429,14 @@ class Progress:
         self.minutes = args.minutes
         self.total = len(runs)
         self.done = sum(r.finished() for r in runs)
-        self.budget = args.max_update if not args.minutes else None
         self.clock = time.time()
         self.seconds_per_update = []  # training seconds per update of runs finished here
         self.scoring_seconds = []  # averaging + generate/eval-lm of each run finished here
-        self.remaining_updates = {r.name: self.budget or 0 for r in runs if not r.finished()}
+        self.remaining_updates = {r.label: (r.budget or 0) - r.previous_budget
+                                  for r in runs if not r.finished()}
         self.lock = threading.Lock()
-        self.reported = {}  # run name -> update of its last progress line
-        self.running_rates = {}  # run name -> seconds per update so far
+        self.reported = {}  # run label -> update of its last progress line
+        self.running_rates = {}  # run label -> seconds per update so far
 
     def _stamp(self):
         elapsed = time.time() - self.clock
@@ -448,41 +458,41 @@ class Progress:
 
     def started(self, run, resumed_from):
         with self.lock:
-            self.remaining_updates[run.name] = max((self.budget or 0) - resumed_from, 0)
+            self.remaining_updates[run.label] = max((run.budget or 0) - resumed_from, 0)
             how = f"resuming at update {resumed_from}" if resumed_from else "starting"
-            print(f"{self._stamp()} {run.name}: {how}", flush=True)
+            print(f"{self._stamp()} {run.label}: {how}", flush=True)
 
     def training(self, run, resumed_from, started):
         """A line at each new validation point of a run: its update, loss and ETA."""
         curve = validation_curve(run.log_path.read_text())
         # Points of earlier attempts (the log is appended to) are not news.
-        if not curve or curve[-1]["update"] in (self.reported.get(run.name), resumed_from):
+        if not curve or curve[-1]["update"] in (self.reported.get(run.label), resumed_from):
             return
         point = curve[-1]
-        self.reported[run.name] = point["update"]
+        self.reported[run.label] = point["update"]
         trained = point["update"] - resumed_from
         eta = ""
         with self.lock:
-            if self.budget and trained > 0:
-                rate = self.running_rates[run.name] = (time.time() - started) / trained
-                left = self.remaining_updates[run.name] = self.budget - point["update"]
+            if run.budget and trained > 0:
+                rate = self.running_rates[run.label] = (time.time() - started) / trained
+                left = self.remaining_updates[run.label] = run.budget - point["update"]
                 eta = f", run ETA {fmt(rate * left)}"
-            print(f"{self._stamp()} {run.name}: update {point['update']}"
-                  f"{f'/{self.budget}' if self.budget else ''}, valid loss "
+            print(f"{self._stamp()} {run.label}: update {point['update']}"
+                  f"{f'/{run.budget}' if run.budget else ''}, valid loss "
                   f"{point['valid_loss']:.3f}{eta}", flush=True)
 
     def finished(self, run, result, training_seconds, scoring_seconds, resumed_from):
         with self.lock:
             self.done += 1
-            self.remaining_updates.pop(run.name, None)
-            self.running_rates.pop(run.name, None)
+            self.remaining_updates.pop(run.label, None)
+            self.running_rates.pop(run.label, None)
             trained = result["updates"] - resumed_from
             if trained > 0:
                 self.seconds_per_update.append(training_seconds / trained)
             self.scoring_seconds.append(scoring_seconds)
             score = (f"BLEU {result['bleu']:.2f}" if "bleu" in result
                      else f"ppl {result['ppl']:.2f}")
-            print(f"{self._stamp()} {run.name}: done, {result['updates']} updates, "
+            print(f"{self._stamp()} {run.label}: done, {result['updates']} updates, "
                   f"{score}, {fmt(training_seconds + scoring_seconds)}", flush=True)
 
 
@@ -529,7 +539,10 @@ def build_parser():
     parser.add_argument("--size", choices=SIZES, default="cpu",
                         help="cpu: 3 layers x 128 wide, 4 heads, FFN 512, length 128; "
                              "base: 6 x 512, 8 heads, FFN 2048, length 256; tiny: 1 x 32")
-    parser.add_argument("--max-update", type=int, default=4000, help="budget in updates")
+    parser.add_argument("--max-update", type=budget_list, default=[4000],
+                        help="budget in updates; several (4000,8000): each run is trained to "
+                             "the first and scored, then continued to the next and scored "
+                             "again, the results of a later budget B going to OUT_B")
     parser.add_argument("--minutes", type=float, default=0,
                         help="budget in training minutes instead (results then depend on the "
                              "machine's speed)")
@@ -571,13 +584,34 @@ def build_parser():
     return parser
 
 
+def budget_list(text: str):
+    budgets = [int(b) for b in text.split(",")]
+    if budgets != sorted(set(budgets)) or budgets[0] <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: budgets must be positive and increasing")
+    return budgets
+
+
+def stage_args(args, budget: int, first: bool):
+    """The settings of one budget's study: its own --out (OUT_B after the first budget), the
+    checkpoints shared (a later budget continues the runs of the one before)."""
+    stage = argparse.Namespace(**vars(args))
+    stage.max_update = budget
+    if not first:
+        stage.out = args.out.with_name(f"{args.out.name}_{budget}")
+        stage.continue_from = None
+    return stage
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.minutes and args.max_update % args.save_interval_updates:
-        parser.error(f"--max-update {args.max_update} is no multiple of --save-interval-updates "
-                     f"{args.save_interval_updates}: the last update would not be among the "
-                     f"averaged checkpoints")
+    for budget in args.max_update:
+        if not args.minutes and budget % args.save_interval_updates:
+            parser.error(f"--max-update {budget} is no multiple of --save-interval-updates "
+                         f"{args.save_interval_updates}: the last update would not be among the "
+                         f"averaged checkpoints")
+    if args.minutes and len(args.max_update) > 1:
+        parser.error("several --max-update budgets need an update budget, not --minutes")
     if args.list_models:
         for task, models in MODELS.items():
             print(f"{task}: {', '.join(models)}")
@@ -587,34 +621,47 @@ def main(argv=None):
     if args.spm_model is None:
         args.spm_model = args.data / "bpe" / "spm.model"
     tasks = args.tasks.split(",")
+    budgets = args.max_update
+    stages = [stage_args(args, budget, i == 0) for i, budget in enumerate(budgets)]
     # Every model's first seed (of every task) before any second one: the first results
-    # cover the grid.
+    # cover the grid. A chain is one run at each budget, trained one after the other.
     grid = [(seed, t, task, model) for t, task in enumerate(tasks)
             for model, seed in parse_models(args.models, task, args.seeds)]
-    runs = [Run(args, task, model, seed) for seed, _, task, model in
-            sorted(grid, key=lambda cell: cell[:2])]
+    chains = [[Run(stage, task, model, seed, previous_budget=([0] + budgets)[i],
+                   continued=i + 1 < len(stages), label_budget=len(budgets) > 1)
+               for i, stage in enumerate(stages)]
+              for seed, _, task, model in sorted(grid, key=lambda cell: cell[:2])]
+    runs = [run for chain in chains for run in chain]
     if not args.report_only:
         prepare(args, tasks)
+        for stage in stages:
+            keep_with_results(stage, args, tasks)
         for run in runs:
             run.check_config()
-        pending = [r for r in runs if not r.finished()]
+        pending = [chain for chain in chains if not all(run.finished() for run in chain)]
         progress = Progress(runs, args, parallel=max(1, min(args.jobs, len(pending))))
-        print(f"[study] {len(runs)} runs, {len(runs) - len(pending)} already finished; "
-              f"budget {f'{args.minutes} min' if args.minutes else f'{args.max_update} updates'}"
-              f" per run, {args.jobs} at a time x {args.threads} threads", flush=True)
+        finished = sum(run.finished() for run in runs)
+        budget = (f"{args.minutes} min" if args.minutes
+                  else f"{' then '.join(map(str, budgets))} updates")
+        print(f"[study] {len(runs)} runs, {finished} already finished; budget {budget} per "
+              f"run, {args.jobs} at a time x {args.threads} threads", flush=True)
 
-        def one(run):
-            train_and_score(run, args, progress)
-            study_report.write(args.out, args.examples)
-            if args.commit:
-                commit(args.out, f"study: {run.name} finished ({args.out.name})")
+        def one(chain):
+            for run in chain:
+                if run.finished():
+                    continue
+                train_and_score(run, args, progress)
+                study_report.write(run.out, args.examples)
+                if args.commit:
+                    commit(run.out, f"study: {run.name} finished ({run.out.name})")
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for future in [pool.submit(one, run) for run in pending]:
+            for future in [pool.submit(one, chain) for chain in pending]:
                 future.result()
-    lines = study_report.write(args.out, args.examples) or ["no finished runs"]
-    print("\n".join(lines))
-    print(f"[study] wrote {args.out / 'results.md'}, study.json and plots", flush=True)
+    for stage in stages:
+        lines = study_report.write(stage.out, args.examples) or ["no finished runs"]
+        print("\n".join(lines))
+        print(f"[study] wrote {stage.out / 'results.md'}, study.json and plots", flush=True)
 
 
 def prepare(args, tasks):
@@ -632,17 +679,23 @@ def prepare(args, tasks):
         if args.spm_model != "none" and not Path(args.spm_model).exists():
             raise SystemExit(f"no sentencepiece model at {args.spm_model}: pass --spm-model "
                              f"(or 'none')")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "command.txt").write_text(shlex.join(["python", *sys.argv]) + "\n")
-    if "translation" in tasks:  # kept with the results, so the report rebuilds anywhere
-        kept = args.out / "test.ref"
+
+
+def keep_with_results(stage, args, tasks):
+    """The command and the test references beside a budget's results, so that its report
+    rebuilds anywhere."""
+    stage.out.mkdir(parents=True, exist_ok=True)
+    (stage.out / "command.txt").write_text(shlex.join(["python", *sys.argv]) + "\n")
+    if "translation" in tasks:
+        kept = stage.out / "test.ref"
         if kept.exists() and kept.read_bytes() != args.references.read_bytes():
             raise SystemExit(f"{args.references} differs from the references of the runs in "
-                             f"{args.out}: pass another --out")
+                             f"{stage.out}: pass another --out")
         shutil.copyfile(args.references, kept)
+        source, _ = language_pair(args)
         sources = args.references.parent / f"test.{source}"
         if sources.exists():  # for the example translations of the report
-            shutil.copyfile(sources, args.out / "test.src")
+            shutil.copyfile(sources, stage.out / "test.src")
 
 
 def language_pair(args):

@@ -254,8 +254,9 @@ def test_eta_counts_training_rate_and_scoring_apart():
 
     from study import Progress
 
-    runs = [SimpleNamespace(name=name, finished=lambda: False) for name in ("a", "b")]
-    progress = Progress(runs, SimpleNamespace(minutes=None, max_update=4000), parallel=1)
+    runs = [SimpleNamespace(name=name, label=name, budget=4000, previous_budget=0,
+                            finished=lambda: False) for name in ("a", "b")]
+    progress = Progress(runs, SimpleNamespace(minutes=None), parallel=1)
     progress.started(runs[0], resumed_from=3750)
     progress.finished(runs[0], {"updates": 4000, "bleu": 1.0}, training_seconds=125.0,
                       scoring_seconds=180.0, resumed_from=3750)
@@ -310,3 +311,37 @@ def test_a_longer_study_continues_a_shorter_one(study_data, tmp_path):
     other = run_study(*study_args(study_data, tmp_path / "other", "transformer", 3 * INTERVAL),
                       "--continue-from", source, "--lr", "1e-3", check=False)
     assert other.returncode != 0 and "trained with other settings" in other.stderr
+
+
+def test_several_budgets_score_each_run_on_its_way(study_data, tmp_path):
+    """--max-update 10,15: each run is scored at 10 updates (in --out) and then continued in
+    the same checkpoint directory to 15 (in OUT_15), with the result of a run trained to 15
+    straight away (its averaging takes a checkpoint of the first budget)."""
+    straight = tmp_path / "straight"
+    run_study(*study_args(study_data, straight, "random", 3 * INTERVAL))
+
+    out = tmp_path / "chain"
+    budgets = f"{2 * INTERVAL},{3 * INTERVAL}"
+    log = run_study(*study_args(study_data, out, "random", budgets)).stdout
+    longer = tmp_path / f"chain_{3 * INTERVAL}"
+    assert f"translation/random/seed1 to {2 * INTERVAL}: starting" in log
+    assert f"translation/random/seed1 to {3 * INTERVAL}: resuming at update {2 * INTERVAL}" in log
+    first, second = result(out, "translation/random/seed1"), result(longer, "translation/random/seed1")
+    alone = result(straight, "translation/random/seed1")
+    assert first["updates"] == 2 * INTERVAL and second["updates"] == 3 * INTERVAL
+    assert [p["valid_loss"] for p in second["curve"]] == [p["valid_loss"] for p in alone["curve"]]
+    assert second["bleu"] == alone["bleu"] and second["chrf"] == alone["chrf"]
+    hyp = "runs/translation/random/seed1/test.hyp"
+    assert (longer / hyp).read_text() == (straight / hyp).read_text()
+    for directory in (out, longer):
+        assert (directory / "results.md").stat().st_size > 0
+        assert (directory / "test.ref").read_bytes() == (straight / "test.ref").read_bytes()
+
+    # Re-run: both budgets are finished, nothing is trained.
+    log = run_study(*study_args(study_data, out, "random", budgets)).stdout
+    assert "2 runs, 2 already finished" in log and "starting" not in log
+
+    # A checkpoint beyond a run's budget is refused rather than averaged into its result.
+    (out / "runs/translation/random/seed1/result.json").unlink()
+    proc = run_study(*study_args(study_data, out, "random", budgets), check=False)
+    assert proc.returncode != 0 and "beyond" in proc.stderr and "--checkpoints" in proc.stderr
