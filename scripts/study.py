@@ -12,7 +12,8 @@ Transformer), ``study.json`` with every run's learning curve, and plots.
 
 Resumable: re-running the same command continues an interrupted run from its
 ``checkpoint_last.pt`` (fairseq saves every ``--save-interval-updates``) and skips finished runs;
-each run's ``result.json`` is written as soon as it is scored.
+each run's ``result.json`` is written as soon as it is scored. With several budgets
+(``--max-update 4000,8000``) each run is scored at each on its way to the last.
 
     .venv/bin/python scripts/study.py --data data/bible --tasks translation \\
         --models transformer:3,random:3,dense --max-update 4000 --out results/mine
