@@ -200,11 +200,12 @@ def colour(model: str) -> str:
 
 
 def plots(runs, out: Path):
+    # Importing fairseq sets the root logger to DEBUG (fairseq/models/wav2vec/
+    # wav2vec2_classification.py calls logging.basicConfig(level=logging.DEBUG)), and
+    # matplotlib then logs its configuration and font search: silenced before its import.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
-    # The study's log once filled with matplotlib's font-search DEBUG lines (root logger
-    # configured at DEBUG by a library in that process; not reproduced alone): keep them out.
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
