@@ -29,7 +29,9 @@ A model is ``NAME[:SEEDS]`` (SEEDS seeds 1..SEEDS, default ``--seeds``); names a
 """
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -502,6 +504,15 @@ def fmt(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def grid_of(args):
+    """(seed, task, model) of every run of the command, every model's first seed (of every
+    task) before any second one: the first results cover the grid."""
+    grid = [(seed, t, task, model) for t, task in enumerate(args.tasks.split(","))
+            for model, seed in parse_models(args.models, task, args.seeds)]
+    return [(seed, task, model) for seed, _, task, model in
+            sorted(grid, key=lambda cell: cell[:2])]
+
+
 def parse_models(spec: str, task: str, default_seeds: int):
     grid = []
     for item in spec.split(","):
@@ -624,14 +635,11 @@ def main(argv=None):
     tasks = args.tasks.split(",")
     budgets = args.max_update
     stages = [stage_args(args, budget, i == 0) for i, budget in enumerate(budgets)]
-    # Every model's first seed (of every task) before any second one: the first results
-    # cover the grid. A chain is one run at each budget, trained one after the other.
-    grid = [(seed, t, task, model) for t, task in enumerate(tasks)
-            for model, seed in parse_models(args.models, task, args.seeds)]
+    # A chain is one run at each budget, trained one after the other.
     chains = [[Run(stage, task, model, seed, previous_budget=([0] + budgets)[i],
                    continued=i + 1 < len(stages), label_budget=len(budgets) > 1)
                for i, stage in enumerate(stages)]
-              for seed, _, task, model in sorted(grid, key=lambda cell: cell[:2])]
+              for seed, task, model in grid_of(args)]
     runs = [run for chain in chains for run in chain]
     if not args.report_only:
         prepare(args, tasks)
@@ -686,7 +694,9 @@ def keep_with_results(stage, args, tasks):
     """The command and the test references beside a budget's results, so that its report
     rebuilds anywhere."""
     stage.out.mkdir(parents=True, exist_ok=True)
-    (stage.out / "command.txt").write_text(shlex.join(["python", *sys.argv]) + "\n")
+    command = stage.out / "command.txt"
+    if not names_every_run_of(command, args):
+        command.write_text(shlex.join(["python", *sys.argv]) + "\n")
     if "translation" in tasks:
         kept = stage.out / "test.ref"
         if kept.exists() and kept.read_bytes() != args.references.read_bytes():
@@ -697,6 +707,22 @@ def keep_with_results(stage, args, tasks):
         sources = args.references.parent / f"test.{source}"
         if sources.exists():  # for the example translations of the report
             shutil.copyfile(sources, stage.out / "test.src")
+
+
+def names_every_run_of(command: Path, args) -> bool:
+    """Whether the study command kept in ``command`` has the budgets of ``args`` and every run
+    of its grid: a study continued a few models at a time keeps the whole grid's command in
+    its report."""
+    if not command.exists():
+        return False
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            kept = build_parser().parse_args(shlex.split(command.read_text())[2:])
+        kept_runs = set(grid_of(kept))
+    except (SystemExit, KeyError, ValueError):  # a command of another version of study.py
+        return False
+    return ((kept.max_update, kept.minutes) == (args.max_update, args.minutes)
+            and kept_runs >= set(grid_of(args)))
 
 
 def language_pair(args):

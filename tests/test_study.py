@@ -142,8 +142,16 @@ def test_grid_report_and_budget_extension(study_data, tmp_path):
     assert "**Partial study: 5 of 6 runs finished.**" in (partial / "results.md").read_text()
     assert json.loads((partial / "study.json").read_text())["pending_runs"] == 1
 
+    # Continuing part of the grid into the same --out keeps the whole grid's command, which
+    # the report prints as the one that reproduces its tables.
+    log = run_study(*study_args(study_data, out, "random:1", 2 * INTERVAL, tasks="lm")).stdout
+    assert "1 runs, 1 already finished" in log
+    assert "--models transformer,random:2" in (out / "command.txt").read_text()
+    assert "--models transformer,random:2" in (out / "results.md").read_text()
+
     # Raising the budget resumes every run from its last checkpoint instead of restarting.
     log = run_study(*study_args(study_data, out, "transformer", 3 * INTERVAL)).stdout
+    assert f"--max-update {3 * INTERVAL}" in (out / "command.txt").read_text()
     assert f"translation/transformer/seed1: resuming at update {2 * INTERVAL}" in log
     assert result(out, "translation/transformer/seed1")["updates"] == 3 * INTERVAL
 
