@@ -3,7 +3,8 @@
 # modeling on the default corpus, two runs at a time on one thread each. Each run is trained to
 # 4,000 updates and scored (results/study), then continued to 8,000 and scored again
 # (results/study_8000): the Transformer's validation loss flattens (under 2% over the last
-# quarter) only there. About 21 hours on 2 cores (a translation run to 8,000 updates 80 minutes, an LM run 45).
+# quarter) only there. About 21 hours on 2 cores (a translation run to 8,000 updates takes 80
+# minutes, a language model 45).
 # Resumable: run it again after an interruption and it continues from the last checkpoints,
 # skipping finished runs; a run goes to 8,000 right after its 4,000 (checkpoints are not
 # committed, so a session that ends on one machine loses at most the runs in progress).

@@ -716,7 +716,7 @@ def names_every_run_of(command: Path, args) -> bool:
     if not command.exists():
         return False
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()):  # "python study.py ARGS", as written
             kept = build_parser().parse_args(shlex.split(command.read_text())[2:])
         kept_runs = set(grid_of(kept))
     except (SystemExit, KeyError, ValueError):  # a command of another version of study.py
