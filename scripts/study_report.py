@@ -292,9 +292,10 @@ def write(out: Path, example_count: int = 3):
     lines += examples(runs, out, example_count)
     lines += [
         "Significance: paired bootstrap resampling of the test set (1,000 resamples, "
-        "sacreBLEU's test; seed-averaged scores where a model has several seeds). "
-        "**better**/**worse**: p < 0.05; tie otherwise. 95% CI: percentile bootstrap of the "
-        "seed-averaged score.", ""]
+        "sacreBLEU's test; where a model has several seeds, each resample also redraws its "
+        "seeds and scores their average, so training noise counts). **better**/**worse**: "
+        "p < 0.05; tie otherwise. 95% CI: percentile bootstrap of the seed-averaged score, "
+        "over the same two levels.", ""]
     for run in runs:
         record = {k: v for k, v in run.items() if k != "dir"}
         report["runs"].append(record)

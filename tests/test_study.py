@@ -217,6 +217,33 @@ def test_paired_bootstrap_known_answers():
     assert abs(both["difference"]) < 0.05 and both["p_value"] > 0.05
 
 
+def test_a_gap_within_the_spread_of_seeds_is_a_tie():
+    """Training noise counts: the seeds are resampled as well as the test units."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    unit_values = rng.normal(0, 1, n)  # the same test units for every run
+
+    def run(offset):  # one training run: the baseline's units shifted, little own noise
+        return np.stack([unit_values + offset + rng.normal(0, 0.05, n), np.ones(n)], axis=1)
+
+    baseline = [run(0.0), run(0.0), run(0.0)]
+    # Three seeds 0.5 ahead on average, spread -1.5 .. +2.5: each seed alone is far outside
+    # the test-set noise (standard error 0.0016), but the mean is inside the seeds' spread.
+    scattered = [run(-1.5), run(0.5), run(2.5)]
+    scattered_test = study_stats.paired_bootstrap(scattered, baseline, mean_metric)
+    assert scattered_test["difference"] == pytest.approx(0.5, abs=0.01)
+    assert scattered_test["p_value"] > 0.05
+    low, high = study_stats.confidence_interval(scattered, mean_metric)
+    assert low < -0.5 and high > 1.5  # the seeds' spread, not the test set's
+    # The same mean, reached by every seed, is significant.
+    steady = [run(0.5), run(0.5), run(0.5)]
+    steady_test = study_stats.paired_bootstrap(steady, baseline, mean_metric)
+    assert steady_test["difference"] == pytest.approx(0.5, abs=0.01)
+    assert steady_test["p_value"] < 0.01
+    low, high = study_stats.confidence_interval(steady, mean_metric)
+    assert high - low < 0.2
+
+
 def test_paired_bootstrap_is_sacrebleus_for_one_seed():
     from sacrebleu.significance import PairedTest
 
