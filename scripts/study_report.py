@@ -306,4 +306,12 @@ def write(out: Path, example_count: int = 3):
 
 
 if __name__ == "__main__":
-    print("\n".join(write(Path(sys.argv[1])) or ["no finished runs"]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="a study's --out directory (holding runs/)")
+    out = parser.parse_args().out
+    if not (out / "runs").is_dir():
+        parser.error(f"{out} has no runs/ directory: pass the --out directory of a "
+                     f"scripts/study.py run, e.g. results/study")
+    print("\n".join(write(out) or ["no finished runs"]))

@@ -380,3 +380,18 @@ def test_several_budgets_score_each_run_on_its_way(study_data, tmp_path):
     (out / "runs/translation/random/seed1/result.json").unlink()
     proc = run_study(*study_args(study_data, out, "random", budgets), check=False)
     assert proc.returncode != 0 and "beyond" in proc.stderr and "--checkpoints" in proc.stderr
+
+
+def test_committed_report_rebuilds_from_its_runs(tmp_path):
+    """study_report.py's CLI rebuilds results/study's committed table from the committed runs
+    (on any machine), and names the fix when given a directory that is not a study's."""
+    report = [sys.executable, str(REPO / "scripts" / "study_report.py")]
+    copy = tmp_path / "study"
+    shutil.copytree(REPO / "results" / "study", copy)
+    (copy / "results.md").unlink()
+    subprocess.run(report + [str(copy)], check=True, capture_output=True, env=cli_env())
+    committed = (REPO / "results" / "study" / "results.md").read_text()
+    assert (copy / "results.md").read_text() == committed
+    wrong = subprocess.run(report + [str(tmp_path)], capture_output=True, text=True,
+                           env=cli_env())
+    assert wrong.returncode == 2 and "--out directory" in wrong.stderr
