@@ -13,6 +13,7 @@ score with its 95% bootstrap interval, the paired bootstrap test against the Tra
 ``val_loss_updates.png`` / ``val_loss_time.png``.
 """
 
+import argparse
 import json
 import logging
 import math
@@ -306,8 +307,6 @@ def write(out: Path, example_count: int = 3):
 
 
 if __name__ == "__main__":
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="a study's --out directory (holding runs/)")
     out = parser.parse_args().out
