@@ -13,7 +13,9 @@ Transformer), ``study.json`` with every run's learning curve, and plots.
 Resumable: re-running the same command continues an interrupted run from its
 ``checkpoint_last.pt`` (fairseq saves every ``--save-interval-updates``) and skips finished runs;
 each run's ``result.json`` is written as soon as it is scored. With several budgets
-(``--max-update 4000,8000``) each run is scored at each on its way to the last.
+(``--max-update 4000,8000``) each run is scored at each on its way to the last. Ctrl-C or
+``kill PID`` stops the fairseq processes with the runner, so none trains on into a checkpoint
+directory that the re-run resumes from.
 
     .venv/bin/python scripts/study.py --data data/bible --tasks translation \\
         --models transformer:3,random:3,dense --max-update 4000 --out results/mine
@@ -37,6 +39,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -273,6 +276,25 @@ def resume_point(save_dir: Path) -> int:
         return checkpoint_updates(last)
 
 
+# The fairseq processes under way. A signal that stops the runner stops them too: left
+# running, a re-run of the study would start a second trainer in the same checkpoint directory.
+RUNNING = set()
+LAUNCH = threading.Lock()  # no process starts while stop_training is stopping them
+STOPPING = threading.Event()
+
+
+def stop_training(signum, frame):
+    """SIGTERM/SIGINT/SIGHUP handler: stop every fairseq process, start no other, and exit."""
+    with LAUNCH:
+        STOPPING.set()
+        for proc in list(RUNNING):
+            proc.terminate()
+    for proc in list(RUNNING):
+        proc.wait()
+    print(f"[study] stopped by signal {signum}; re-run the same command to resume", flush=True)
+    raise SystemExit(128 + signum)
+
+
 def run_logged(cmd, log_path: Path, env=None, append=False, on_poll=None) -> str:
     """Run cmd, writing its output to log_path (on_poll() every 10 s while it runs); a failure
     stops with the log's tail."""
@@ -281,14 +303,21 @@ def run_logged(cmd, log_path: Path, env=None, append=False, on_poll=None) -> str
     with open(log_path, "a" if append else "w") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        while True:
-            try:
-                proc.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                if on_poll:
-                    on_poll()
+        with LAUNCH:
+            if STOPPING.is_set():
+                raise RuntimeError("the study is stopping")
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            RUNNING.add(proc)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    if on_poll:
+                        on_poll()
+        finally:
+            RUNNING.discard(proc)
     text = log_path.read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}), see {log_path}:\n"
@@ -642,6 +671,8 @@ def main(argv=None):
               for seed, task, model in grid_of(args)]
     runs = [run for chain in chains for run in chain]
     if not args.report_only:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, stop_training)
         prepare(args, tasks)
         for stage in stages:
             keep_with_results(stage, args, tasks)
@@ -657,7 +688,7 @@ def main(argv=None):
 
         def one(chain):
             for run in chain:
-                if run.finished():
+                if run.finished() or STOPPING.is_set():
                     continue
                 train_and_score(run, args, progress)
                 study_report.write(run.out, args.examples)

@@ -113,6 +113,61 @@ def test_killed_run_resumes_to_the_uninterrupted_result(study_data, tmp_path):
     assert (resumed / "runs/translation/random/seed1/result.json").stat().st_mtime_ns == stamp
 
 
+def live_children(pid: int):
+    """Pids of pid's children that have not exited (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_stopping_the_runner_stops_its_training(study_data, tmp_path):
+    """SIGTERM to study.py alone (kill PID, not the group) must not leave fairseq-train running
+    into the checkpoint directory that a re-run will resume from, nor start queued runs."""
+    out = tmp_path / "stopped"
+    budget = 1000 * INTERVAL  # far beyond the stop: a runner that waits for it is caught
+    args = [*study_args(study_data, out, "random,transformer", budget), "--jobs", 1]
+    save_dir = tmp_path / "stopped_checkpoints/translation/random/seed1"
+    proc = subprocess.Popen([*STUDY, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=cli_env(), start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not list(save_dir.glob(f"checkpoint_*_{2 * INTERVAL}.pt")):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.05)
+        trainers = live_children(proc.pid)
+        assert trainers, "fairseq-train is not a child of study.py"
+        proc.send_signal(signal.SIGTERM)
+        log = proc.communicate(timeout=300)[0].decode()
+        assert proc.returncode == 128 + signal.SIGTERM, log[-3000:]
+        assert "stopped by signal" in log and "re-run the same command to resume" in log
+        assert not [pid for pid in trainers if alive(pid)], "fairseq-train outlived study.py"
+        # The queued run never started; the stopped one resumes from its checkpoint.
+        assert not (tmp_path / "stopped_checkpoints/translation/transformer").exists()
+        from study import resume_point
+
+        assert 2 * INTERVAL <= resume_point(save_dir) < budget, "training was not stopped"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # orphans keep the group: none may outlive this
+        except ProcessLookupError:
+            pass
+
+
 def test_grid_report_and_budget_extension(study_data, tmp_path):
     out = tmp_path / "grid"
     run_study(*study_args(study_data, out, "transformer,random:2", 2 * INTERVAL,
