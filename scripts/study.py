@@ -301,11 +301,11 @@ def run_logged(cmd, log_path: Path, env=None, append=False, on_poll=None) -> str
     cmd = [str(c) for c in cmd]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a" if append else "w") as log:
-        log.write("$ " + shlex.join(cmd) + "\n")
-        log.flush()
         with LAUNCH:
             if STOPPING.is_set():
                 raise RuntimeError("the study is stopping")
+            log.write("$ " + shlex.join(cmd) + "\n")
+            log.flush()
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             RUNNING.add(proc)
         try:

@@ -58,10 +58,9 @@ def result(out, name):
     return json.loads((out / "runs" / name / "result.json").read_text())
 
 
-def kill_mid_training(args, save_dir: Path, budget: int):
-    """Start the study, and kill its whole process group once training has saved its second
-    interval checkpoint (mid-training: the budget is many intervals away). The kill may land
-    while fairseq copies that checkpoint to checkpoint_last.pt: the runner repairs that."""
+def start_study_until_checkpoint(args, save_dir: Path):
+    """Start the study in a process group of its own; return it once training has saved its
+    second interval checkpoint in save_dir."""
     proc = subprocess.Popen([*STUDY, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=cli_env(), start_new_session=True)
     deadline = time.time() + 600
@@ -69,6 +68,14 @@ def kill_mid_training(args, save_dir: Path, budget: int):
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
         assert time.time() < deadline, "no checkpoint within 10 minutes"
         time.sleep(0.05)
+    return proc
+
+
+def kill_mid_training(args, save_dir: Path, budget: int):
+    """Kill the study's whole process group once training has saved its second interval
+    checkpoint (mid-training: the budget is many intervals away). The kill may land while
+    fairseq copies that checkpoint to checkpoint_last.pt: the runner repairs that."""
+    proc = start_study_until_checkpoint(args, save_dir)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     from study import resume_point
@@ -113,24 +120,23 @@ def test_killed_run_resumes_to_the_uninterrupted_result(study_data, tmp_path):
     assert (resumed / "runs/translation/random/seed1/result.json").stat().st_mtime_ns == stamp
 
 
+def live_parent(stat: Path):
+    """The parent pid of the process of /proc/PID/stat, or None once it has exited (gone or a
+    zombie)."""
+    try:
+        state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+    except (OSError, IndexError, ValueError):
+        return None
+    return None if state == "Z" else int(ppid)
+
+
 def live_children(pid: int):
-    """Pids of pid's children that have not exited (Linux /proc)."""
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, IndexError):
-            continue
-        if int(ppid) == pid and state != "Z":
-            kids.append(int(stat.parent.name))
-    return kids
+    return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
+            if live_parent(stat) == pid]
 
 
 def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return live_parent(Path(f"/proc/{pid}/stat")) is not None
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
@@ -141,14 +147,8 @@ def test_stopping_the_runner_stops_its_training(study_data, tmp_path):
     budget = 1000 * INTERVAL  # far beyond the stop: a runner that waits for it is caught
     args = [*study_args(study_data, out, "random,transformer", budget), "--jobs", 1]
     save_dir = tmp_path / "stopped_checkpoints/translation/random/seed1"
-    proc = subprocess.Popen([*STUDY, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=cli_env(), start_new_session=True)
+    proc = start_study_until_checkpoint(args, save_dir)
     try:
-        deadline = time.time() + 600
-        while not list(save_dir.glob(f"checkpoint_*_{2 * INTERVAL}.pt")):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.time() < deadline, "no checkpoint within 10 minutes"
-            time.sleep(0.05)
         trainers = live_children(proc.pid)
         assert trainers, "fairseq-train is not a child of study.py"
         proc.send_signal(signal.SIGTERM)
