@@ -18,4 +18,4 @@ bash scripts/setup.sh
 .venv/bin/python scripts/prepare_bible.py --out data/bible --binarize
 .venv/bin/python scripts/study.py --data data/bible --tasks translation,lm --jobs 2 --threads 1 \
   --models transformer:3,random:3,random+vanilla:3,dense+vanilla:3,dynamicconv:3,dense,factorized_random,factorized_dense,fixed_random,lightconv \
-  --max-update 4000,8000 --out results/study "$@"
+  --max-update 4000,8000 --out results/study --readme README.md "$@"

@@ -280,6 +280,7 @@ def resume_point(save_dir: Path) -> int:
 # running, a re-run of the study would start a second trainer in the same checkpoint directory.
 RUNNING = set()
 LAUNCH = threading.Lock()  # no process starts while stop_training is stopping them
+REPORTING = threading.Lock()  # two runs ending together report and commit one after the other
 STOPPING = threading.Event()
 
 
@@ -553,18 +554,29 @@ def parse_models(spec: str, task: str, default_seeds: int):
     return grid
 
 
-def commit(out: Path, message: str):
-    """git add + commit of --out alone (other staged work is left as it is)."""
+def commit(paths, message: str):
+    """git add + commit of ``paths`` alone (other staged work is left as it is)."""
+    paths = [str(path) for path in paths]
     for _ in range(20):
-        add = subprocess.run(["git", "add", "--", str(out)], cwd=REPO, capture_output=True,
+        add = subprocess.run(["git", "add", "--", *paths], cwd=REPO, capture_output=True,
                              text=True)
         done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", str(out)], cwd=REPO,
+            ["git", "commit", "-q", "-m", message, "--", *paths], cwd=REPO,
             capture_output=True, text=True).returncode == 0
         if done:
             return
         time.sleep(3)  # another git process holds the index lock
-    print(f"warning: could not commit {out}", flush=True)
+    print(f"warning: could not commit {' '.join(paths)}", flush=True)
+
+
+def report(out: Path, args, last_budget: bool):
+    """Rewrite a budget's report in ``out`` and, for the last budget, the --readme table;
+    results.md's lines, or None without finished runs."""
+    written = study_report.write(out, args.examples)
+    if written and args.readme and last_budget:
+        text = args.readme.read_text(encoding="utf-8")
+        args.readme.write_text(study_report.with_headline(text, written[1]), encoding="utf-8")
+    return written[0] if written else None
 
 
 def build_parser():
@@ -616,7 +628,12 @@ def build_parser():
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the interval checkpoints after averaging")
     parser.add_argument("--commit", action="store_true",
-                        help="git-commit --out after each finished run")
+                        help="git-commit --out (and --readme) after each finished run")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="a Markdown file (README.md in scripts/run_study.sh) whose block "
+                             f"between {study_report.HEADLINE_BEGIN} and "
+                             f"{study_report.HEADLINE_END} gets the last budget's short table "
+                             "after each run")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from finished runs, train nothing")
     parser.add_argument("--examples", type=int, default=3,
@@ -653,6 +670,12 @@ def main(argv=None):
                          f"averaged checkpoints")
     if args.minutes and len(args.max_update) > 1:
         parser.error("several --max-update budgets need an update budget, not --minutes")
+    if args.readme:
+        try:
+            study_report.with_headline(args.readme.read_text(encoding="utf-8"), [])
+        except (OSError, ValueError) as error:
+            parser.error(f"--readme {args.readme}: {error}")
+        args.readme = args.readme.resolve()
     if args.list_models:
         for task, models in MODELS.items():
             print(f"{task}: {', '.join(models)}")
@@ -691,15 +714,18 @@ def main(argv=None):
                 if run.finished() or STOPPING.is_set():
                     continue
                 train_and_score(run, args, progress)
-                study_report.write(run.out, args.examples)
-                if args.commit:
-                    commit(run.out, f"study: {run.name} finished ({run.out.name})")
+                last_budget = run.out == stages[-1].out
+                with REPORTING:
+                    report(run.out, args, last_budget)
+                    if args.commit:
+                        shown = [args.readme] if args.readme and last_budget else []
+                        commit([run.out, *shown], f"study: {run.name} finished ({run.out.name})")
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for future in [pool.submit(one, chain) for chain in pending]:
                 future.result()
     for stage in stages:
-        lines = study_report.write(stage.out, args.examples) or ["no finished runs"]
+        lines = report(stage.out, args, stage is stages[-1]) or ["no finished runs"]
         print("\n".join(lines))
         print(f"[study] wrote {stage.out / 'results.md'}, study.json and plots", flush=True)
 

@@ -10,7 +10,9 @@ rebuilt from what is committed, on any machine:
 Writes ``results.md`` (per task: mean and standard deviation over seeds, the seed-averaged
 score with its 95% bootstrap interval, the paired bootstrap test against the Transformer),
 ``study.json`` (every run with its learning curve, and the summaries) and
-``val_loss_updates.png`` / ``val_loss_time.png``.
+``val_loss_updates.png`` / ``val_loss_time.png``. ``headline`` is the short table both tasks
+side by side that ``scripts/study.py --readme`` keeps in the README between the markers
+``<!-- study-results -->`` and ``<!-- /study-results -->``.
 """
 
 import argparse
@@ -32,6 +34,14 @@ MODEL_ORDER = ["transformer", "lightconv", "dynamicconv", "random", "fixed_rando
                "factorized_random", "dense", "factorized_dense", "random+vanilla", "dense+vanilla"]
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "ppl": False}
 TASK_TITLES = {"translation": "Translation", "lm": "Language model"}
+# The headline table's columns per task (metric, header), and its names of the models.
+HEADLINE_METRICS = {"translation": ("bleu", "sacreBLEU"), "lm": ("ppl", "LM perplexity")}
+DISPLAY_NAMES = {"transformer": "Transformer", "lightconv": "LightConv",
+                 "dynamicconv": "DynamicConv", "random": "Random", "fixed_random": "Fixed Random",
+                 "factorized_random": "Factorized Random", "dense": "Dense",
+                 "factorized_dense": "Factorized Dense", "random+vanilla": "Random + Vanilla",
+                 "dense+vanilla": "Dense + Vanilla"}
+HEADLINE_BEGIN, HEADLINE_END = "<!-- study-results -->", "<!-- /study-results -->"
 # Flattening criterion for the baseline: its validation loss improved by less than this
 # fraction over the last quarter of its updates.
 FLAT = 0.02
@@ -145,12 +155,15 @@ def mean_std(entry, digits=2):
     return text + (f" ± {entry['std']:.{digits}f}" if entry["std"] is not None else "")
 
 
+VERDICT_WORDS = {"tie": "tie", "better": "**better**", "worse": "**worse**"}
+
+
 def significance(entry, metric):
     test = entry.get("vs_baseline")
     if test is None:
         return "(baseline)"
     sign = "+" if test["difference"] >= 0 else ""
-    word = {"tie": "tie", "better": "**better**", "worse": "**worse**"}[test["verdict"]]
+    word = VERDICT_WORDS[test["verdict"]]
     return f"{sign}{test['difference']:.2f} ({word}, p = {test['p_value']:.3f})"
 
 
@@ -260,10 +273,61 @@ def examples(runs, out: Path, count: int):
     return lines
 
 
-def write(out: Path, example_count: int = 3):
+def headline(report):
+    """The study's short table: one row per model, its score in each task (mean ± sd over
+    seeds, their number in brackets), the translation score's 95% interval, and the paired
+    test against the Transformer; above it, how many runs it covers."""
+    tasks = [task for task in HEADLINE_METRICS if task in report["summary"]]
+    summaries = [report["summary"][task] for task in tasks]
+    updates = sorted({u for summary in summaries for row in summary.values()
+                      for u in row["updates"]})
+    budget = (f"{updates[0]:,}" if len(updates) == 1 else f"{updates[0]:,}-{updates[-1]:,}")
+    finished, pending = report["finished_runs"], report["pending_runs"]
+    lines = [f"**{'Partial' if pending else 'Complete'}**: {finished} of {finished + pending} "
+             f"runs, {budget} updates; mean ± sd over seeds (their number in brackets), paired "
+             f"bootstrap against the Transformer:", ""]
+    header, rule = ["model"], ["---"]
+    for task in tasks:
+        header += [HEADLINE_METRICS[task][1]] + (["95% CI"] if task == "translation" else [])
+        header.append("vs Transformer")
+        rule += ["---:"] * (2 if task == "translation" else 1) + ["---"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    for model in order({model: None for summary in summaries for model in summary}):
+        cells = [DISPLAY_NAMES.get(model, model)]
+        for task, summary in zip(tasks, summaries):
+            width = 3 if task == "translation" else 2
+            if model not in summary:
+                cells += [""] * width
+                continue
+            row = summary[model]
+            entry = row[HEADLINE_METRICS[task][0]]
+            cells.append(f"{mean_std(entry)} ({len(row['seeds'])})")
+            if task == "translation":
+                cells.append("[{:.2f}, {:.2f}]".format(*entry["ci95"]))
+            test = entry.get("vs_baseline")
+            cells.append("(baseline)" if test is None else
+                         f"{test['difference']:+.2f}, {VERDICT_WORDS[test['verdict']]} "
+                         f"(p = {test['p_value']:.3f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def with_headline(text: str, lines) -> str:
+    """``text`` (a README) with the headline ``lines`` between its study-results markers."""
+    head, begin, rest = text.partition(HEADLINE_BEGIN)
+    _, end, tail = rest.partition(HEADLINE_END)
+    if not (begin and end):
+        raise ValueError(f"no {HEADLINE_BEGIN} ... {HEADLINE_END} block: add the two markers "
+                         f"where the study's table goes")
+    return head + begin + "\n" + "\n".join(lines) + "\n\n" + end + tail
+
+
+def build(out: Path, example_count: int = 3):
+    """The report of the finished runs in ``out``: (results.md lines, study.json dict, runs),
+    or None without any."""
     runs = load_runs(out)
     if not runs:
-        return
+        return None
     lines = []
     report = {"runs": [], "summary": {}}
     command = out / "command.txt"
@@ -300,10 +364,20 @@ def write(out: Path, example_count: int = 3):
     for run in runs:
         record = {k: v for k, v in run.items() if k != "dir"}
         report["runs"].append(record)
+    return lines, report, runs
+
+
+def write(out: Path, example_count: int = 3):
+    """Writes results.md, study.json and the plots of ``out``; returns results.md's lines and
+    the headline table's (None without finished runs)."""
+    built = build(out, example_count)
+    if built is None:
+        return None
+    lines, report, runs = built
     (out / "results.md").write_text("\n".join(lines))
     (out / "study.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     plots(runs, out)
-    return lines
+    return lines, headline(report)
 
 
 if __name__ == "__main__":
@@ -313,4 +387,5 @@ if __name__ == "__main__":
     if not (out / "runs").is_dir():
         parser.error(f"{out} has no runs/ directory: pass the --out directory of a "
                      f"scripts/study.py run, e.g. results/study")
-    print("\n".join(write(out) or ["no finished runs"]))
+    written = write(out)
+    print("\n".join(written[0] if written else ["no finished runs"]))

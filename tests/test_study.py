@@ -184,6 +184,16 @@ def test_grid_report_and_budget_extension(study_data, tmp_path):
     assert summary["seeds"] == [1, 2] and len(summary["bleu"]["per_seed"]) == 2
     assert summary["bleu"]["vs_baseline"]["verdict"] in ("tie", "better", "worse")
     lm = report["summary"]["lm"]["transformer"]
+    # The headline table: one row per model, both tasks side by side, seeds in brackets.
+    headline = study_report.headline(report)
+    assert headline[0].startswith("**Complete**: 6 of 6 runs, 10 updates")
+    rows = {line.split(" | ")[0][2:]: line for line in headline if line.startswith("| ")}
+    assert list(rows) == ["model", "Transformer", "Random"]
+    assert rows["Transformer"].count("(baseline)") == 2
+    verdict = summary["bleu"]["vs_baseline"]
+    assert (f"| {summary['bleu']['mean']:.2f} ± {summary['bleu']['std']:.2f} (2) | "
+            f"[{summary['bleu']['ci95'][0]:.2f}, {summary['bleu']['ci95'][1]:.2f}] | "
+            f"{verdict['difference']:+.2f}, ") in rows["Random"]
     run = result(out, "lm/transformer/seed1")
     # Per-block statistics reproduce fairseq-eval-lm's perplexity.
     assert run["ppl_from_blocks"] == pytest.approx(run["ppl"], rel=1e-3)
@@ -412,7 +422,11 @@ def test_several_budgets_score_each_run_on_its_way(study_data, tmp_path):
 
     out = tmp_path / "chain"
     budgets = f"{2 * INTERVAL},{3 * INTERVAL}"
-    log = run_study(*study_args(study_data, out, "random", budgets)).stdout
+    readme = tmp_path / "README.md"
+    around = ("# A project\n\nIts study: <!-- study-results -->\nold table\n"
+              "<!-- /study-results -->\n\nThe rest.\n")
+    readme.write_text(around)
+    log = run_study(*study_args(study_data, out, "random", budgets), "--readme", readme).stdout
     longer = tmp_path / f"chain_{3 * INTERVAL}"
     assert f"translation/random/seed1 to {2 * INTERVAL}: starting" in log
     assert f"translation/random/seed1 to {3 * INTERVAL}: resuming at update {2 * INTERVAL}" in log
@@ -426,6 +440,12 @@ def test_several_budgets_score_each_run_on_its_way(study_data, tmp_path):
     for directory in (out, longer):
         assert (directory / "results.md").stat().st_size > 0
         assert (directory / "test.ref").read_bytes() == (straight / "test.ref").read_bytes()
+    # --readme shows the last budget's headline between the markers, the rest untouched.
+    shown = readme.read_text()
+    assert shown.startswith("# A project\n\nIts study: <!-- study-results -->\n**Complete**: "
+                            f"1 of 1 runs, {3 * INTERVAL} updates")
+    assert f"| Random | {second['bleu']:.2f} (1) |" in shown and "old table" not in shown
+    assert shown.endswith("|\n\n<!-- /study-results -->\n\nThe rest.\n")
 
     # Re-run: both budgets are finished, nothing is trained.
     log = run_study(*study_args(study_data, out, "random", budgets)).stdout
@@ -435,6 +455,25 @@ def test_several_budgets_score_each_run_on_its_way(study_data, tmp_path):
     (out / "runs/translation/random/seed1/result.json").unlink()
     proc = run_study(*study_args(study_data, out, "random", budgets), check=False)
     assert proc.returncode != 0 and "beyond" in proc.stderr and "--checkpoints" in proc.stderr
+
+
+def test_readme_without_markers_names_the_fix(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    proc = run_study("--data", tmp_path, "--readme", readme, check=False)
+    assert proc.returncode == 2 and "<!-- /study-results -->" in proc.stderr
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_readme_shows_the_committed_study():
+    """The README's study table is the headline of the committed runs of its last budget
+    (results/study_8000, scripts/run_study.sh): a run committed without the README, or a
+    hand-edited number, fails here."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    _, report, _ = study_report.build(REPO / "results" / "study_8000")
+    assert text == study_report.with_headline(text, study_report.headline(report)), (
+        "README.md's study table differs from results/study_8000: run bash "
+        "scripts/run_study.sh --report-only")
 
 
 def test_committed_report_rebuilds_from_its_runs(tmp_path):
