@@ -162,9 +162,8 @@ def significance(entry, metric):
     test = entry.get("vs_baseline")
     if test is None:
         return "(baseline)"
-    sign = "+" if test["difference"] >= 0 else ""
     word = VERDICT_WORDS[test["verdict"]]
-    return f"{sign}{test['difference']:.2f} ({word}, p = {test['p_value']:.3f})"
+    return f"{test['difference']:+.2f} ({word}, p = {test['p_value']:.3f})"
 
 
 def table(task, summary):
