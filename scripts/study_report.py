@@ -155,14 +155,12 @@ def mean_std(entry, digits=2):
     return text + (f" ± {entry['std']:.{digits}f}" if entry["std"] is not None else "")
 
 
-VERDICT_WORDS = {"tie": "tie", "better": "**better**", "worse": "**worse**"}
-
-
-def significance(entry, metric):
+def significance(model, entry):
+    """The gap to the Transformer with the paired test's verdict and p-value."""
     test = entry.get("vs_baseline")
-    if test is None:
-        return "(baseline)"
-    word = VERDICT_WORDS[test["verdict"]]
+    if test is None:  # the baseline itself, or a study without it
+        return "(baseline)" if model == BASELINE else "-"
+    word = {"tie": "tie", "better": "**better**", "worse": "**worse**"}[test["verdict"]]
     return f"{test['difference']:+.2f} ({word}, p = {test['p_value']:.3f})"
 
 
@@ -184,7 +182,7 @@ def table(task, summary):
         losses = [x for x in row["final_valid_loss"] if x is not None]
         cells = [model, f"{row['params'] / 1e6:.2f}M" if row["params"] >= 1e5
                  else f"{row['params'] / 1e3:.1f}k", str(len(row["seeds"])),
-                 mean_std(entry), f"[{low:.2f}, {high:.2f}]", significance(entry, metric)]
+                 mean_std(entry), f"[{low:.2f}, {high:.2f}]", significance(model, entry)]
         if metric == "bleu":
             cells.append(mean_std(row["chrf"], 1))
         cells += [f"{np.mean(losses):.3f}" if losses else "-",
@@ -303,10 +301,7 @@ def headline(report):
             cells.append(f"{mean_std(entry)} ({len(row['seeds'])})")
             if task == "translation":
                 cells.append("[{:.2f}, {:.2f}]".format(*entry["ci95"]))
-            test = entry.get("vs_baseline")
-            cells.append("(baseline)" if test is None else
-                         f"{test['difference']:+.2f}, {VERDICT_WORDS[test['verdict']]} "
-                         f"(p = {test['p_value']:.3f})")
+            cells.append(significance(model, entry))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -193,7 +193,7 @@ def test_grid_report_and_budget_extension(study_data, tmp_path):
     verdict = summary["bleu"]["vs_baseline"]
     assert (f"| {summary['bleu']['mean']:.2f} ± {summary['bleu']['std']:.2f} (2) | "
             f"[{summary['bleu']['ci95'][0]:.2f}, {summary['bleu']['ci95'][1]:.2f}] | "
-            f"{verdict['difference']:+.2f}, ") in rows["Random"]
+            f"{verdict['difference']:+.2f} (") in rows["Random"]
     run = result(out, "lm/transformer/seed1")
     # Per-block statistics reproduce fairseq-eval-lm's perplexity.
     assert run["ppl_from_blocks"] == pytest.approx(run["ppl"], rel=1e-3)
@@ -444,7 +444,9 @@ def test_several_budgets_score_each_run_on_its_way(study_data, tmp_path):
     shown = readme.read_text()
     assert shown.startswith("# A project\n\nIts study: <!-- study-results -->\n**Complete**: "
                             f"1 of 1 runs, {3 * INTERVAL} updates")
+    # Random alone: no Transformer to compare with, so no "(baseline)" either.
     assert f"| Random | {second['bleu']:.2f} (1) |" in shown and "old table" not in shown
+    assert "(baseline)" not in shown and shown.count("| - |") == 1
     assert shown.endswith("|\n\n<!-- /study-results -->\n\nThe rest.\n")
 
     # Re-run: both budgets are finished, nothing is trained.
