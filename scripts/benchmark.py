@@ -49,9 +49,11 @@ REPO = Path(__file__).resolve().parents[1]
 USER_DIR = str(REPO / "fairseq_synth")
 
 # fairseq's own models under short names; any other name is taken as a fairseq architecture.
+# lightconv_wmt_en_de's convolutions are dynamic unless --*-conv-type lightweight is given.
 ALIASES = {
     "transformer": ("transformer_wmt_en_de", []),
-    "lightconv": ("lightconv_wmt_en_de", []),
+    "lightconv": ("lightconv_wmt_en_de",
+                  ["--encoder-conv-type", "lightweight", "--decoder-conv-type", "lightweight"]),
     "dynamicconv": ("lightconv_wmt_en_de",
                     ["--encoder-conv-type", "dynamic", "--decoder-conv-type", "dynamic"]),
 }

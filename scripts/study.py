@@ -58,18 +58,21 @@ import study_report  # noqa: E402
 # (``--encoder-synthesizer`` also sets the decoder's); the others are fairseq's own models.
 SYNTHESIZERS = ["random", "fixed_random", "factorized_random", "dense", "factorized_dense",
                 "random+vanilla", "dense+vanilla"]
+# fairseq's lightconv and lightconv_lm default to dynamic convolutions (--*-conv-type
+# dynamic): LightConv needs "lightweight" spelled out, both kinds are given explicitly.
+LIGHTWEIGHT = ["--encoder-conv-type", "lightweight", "--decoder-conv-type", "lightweight"]
 DYNAMIC = ["--encoder-conv-type", "dynamic", "--decoder-conv-type", "dynamic"]
 TRANSLATION_MODELS = {
     "transformer": ["--arch", "transformer"],
-    "lightconv": ["--arch", "lightconv"],
+    "lightconv": ["--arch", "lightconv", *LIGHTWEIGHT],
     "dynamicconv": ["--arch", "lightconv", *DYNAMIC],
     **{name: ["--arch", "synth_transformer", "--encoder-synthesizer", name]
        for name in SYNTHESIZERS},
 }
 LM_MODELS = {
     "transformer": ["--arch", "transformer_lm"],
-    "lightconv": ["--arch", "lightconv_lm"],
-    "dynamicconv": ["--arch", "lightconv_lm", "--decoder-conv-type", "dynamic"],
+    "lightconv": ["--arch", "lightconv_lm", *LIGHTWEIGHT[2:]],
+    "dynamicconv": ["--arch", "lightconv_lm", *DYNAMIC[2:]],
     **{name: ["--arch", "synth_transformer_lm", "--decoder-synthesizer", name]
        for name in SYNTHESIZERS},
 }

@@ -130,3 +130,28 @@ def test_attention_bound_prints_every_model_against_both_references(tmp_path):
             median, spread = ratio.rstrip(")").split(" (")
             low, high = map(float, spread.split("-"))
             assert low <= float(median) <= high, ratio
+
+
+CONVOLUTION_CHECK = """
+import argparse, sys
+sys.path.insert(0, "scripts")
+import benchmark
+from fairseq import utils
+utils.import_user_module(argparse.Namespace(user_dir=benchmark.USER_DIR))
+shape = benchmark.parse_args(["--smoke"])
+dictionary = benchmark.make_dictionary(shape.vocab)
+for name in ["lightconv", "dynamicconv"]:
+    model = benchmark.Runner(name, shape, dictionary, 2, 12, 6).model
+    print(name, sorted({type(m).__module__.rpartition(".")[2] for m in model.modules()
+                        if type(m).__module__.endswith("_convolution")}))
+"""
+
+
+def test_benchmark_lightconv_is_lightweight_and_dynamicconv_dynamic():
+    """lightconv_wmt_en_de defaults to dynamic convolutions: the benchmark's lightconv must ask
+    for lightweight ones, else its row measures DynamicConv a second time."""
+    proc = subprocess.run([sys.executable, "-c", CONVOLUTION_CHECK], capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-2:] == ["lightconv ['lightweight_convolution']",
+                                             "dynamicconv ['dynamic_convolution']"]

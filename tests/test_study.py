@@ -16,6 +16,7 @@ from helpers import REPO, cli_env, run_cli, write_reversal_corpus
 
 sys.path.insert(0, str(REPO / "scripts"))
 
+import study  # noqa: E402
 import study_report  # noqa: E402
 import study_stats  # noqa: E402
 
@@ -345,6 +346,31 @@ def test_the_scripts_grids_are_valid():
     grid = parse_models(re.search(r"--models (\S+)", (REPO / "scripts" / "run_study.sh")
                                   .read_text()).group(1), "translation", 1)
     assert len(grid) == 20 and len({m for m, _ in grid}) == 10  # the issue's grid
+
+
+def convolution_kinds(study_data, tmp_path, task, model):
+    """fairseq's convolution modules (by module: lightweight_convolution, dynamic_convolution)
+    in the model that the study's own training command for (task, model) builds, its flags
+    parsed by fairseq-train's parser, at the tiny size."""
+    from fairseq import options, tasks
+
+    args = study.build_parser().parse_args(["--data", str(study_data), "--size", "tiny"])
+    args.checkpoints = tmp_path
+    stage = study.stage_args(args, args.max_update[0], first=True)
+    command = [str(c) for c in study.Run(stage, task, model, 1).train_cmd[1:]]
+    parsed = options.parse_args_and_arch(options.get_training_parser(), command)
+    built = tasks.setup_task(parsed).build_model(parsed)
+    return {type(m).__module__.rpartition(".")[2] for m in built.modules()
+            if type(m).__module__.endswith("_convolution")}
+
+
+@pytest.mark.parametrize("task", ["translation", "lm"])
+def test_lightconv_is_lightweight_and_dynamicconv_dynamic(study_data, tmp_path, task):
+    """fairseq's lightconv and lightconv_lm default to dynamic convolutions: the study's
+    LightConv must ask for lightweight ones, else it trains a second DynamicConv."""
+    assert convolution_kinds(study_data, tmp_path, task, "lightconv") == {
+        "lightweight_convolution"}
+    assert convolution_kinds(study_data, tmp_path, task, "dynamicconv") == {"dynamic_convolution"}
 
 
 def test_eta_counts_training_rate_and_scoring_apart():
