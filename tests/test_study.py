@@ -348,9 +348,8 @@ def test_the_scripts_grids_are_valid():
     assert len(grid) == 20 and len({m for m, _ in grid}) == 10  # the issue's grid
 
 
-def convolution_kinds(study_data, tmp_path, task, model):
-    """fairseq's convolution modules (by module: lightweight_convolution, dynamic_convolution)
-    in the model that the study's own training command for (task, model) builds, its flags
+def study_model(study_data, tmp_path, task, model):
+    """The model that the study's own training command for (task, model) builds, its flags
     parsed by fairseq-train's parser, at the tiny size."""
     from fairseq import options, tasks
 
@@ -359,7 +358,13 @@ def convolution_kinds(study_data, tmp_path, task, model):
     stage = study.stage_args(args, args.max_update[0], first=True)
     command = [str(c) for c in study.Run(stage, task, model, 1).train_cmd[1:]]
     parsed = options.parse_args_and_arch(options.get_training_parser(), command)
-    built = tasks.setup_task(parsed).build_model(parsed)
+    return tasks.setup_task(parsed).build_model(parsed)
+
+
+def convolution_kinds(study_data, tmp_path, task, model):
+    """fairseq's convolution modules in the study's model, by module name
+    (lightweight_convolution, dynamic_convolution)."""
+    built = study_model(study_data, tmp_path, task, model)
     return {type(m).__module__.rpartition(".")[2] for m in built.modules()
             if type(m).__module__.endswith("_convolution")}
 
@@ -371,6 +376,21 @@ def test_lightconv_is_lightweight_and_dynamicconv_dynamic(study_data, tmp_path, 
     assert convolution_kinds(study_data, tmp_path, task, "lightconv") == {
         "lightweight_convolution"}
     assert convolution_kinds(study_data, tmp_path, task, "dynamicconv") == {"dynamic_convolution"}
+
+
+@pytest.mark.parametrize("task", ["translation", "lm"])
+@pytest.mark.parametrize("model", study.SYNTHESIZERS)
+def test_every_self_attention_of_a_study_synthesizer_is_the_named_one(study_data, tmp_path,
+                                                                      task, model):
+    """The study's Synthesizer runs synthesize every self-attention, encoder and decoder, with
+    exactly the named parts (R+V: random and vanilla), and keep dot-product cross-attention."""
+    built = study_model(study_data, tmp_path, task, model)
+    layers = list(built.decoder.layers)
+    if task == "translation":
+        layers += list(built.encoder.layers)
+        assert all(not hasattr(layer.encoder_attn, "alignments") for layer in built.decoder.layers)
+    assert [sorted(layer.self_attn.alignments) for layer in layers] == (
+        [sorted(model.split("+"))] * len(layers))
 
 
 def test_eta_counts_training_rate_and_scoring_apart():
