@@ -34,7 +34,7 @@ MODEL_ORDER = ["transformer", "lightconv", "dynamicconv", "random", "fixed_rando
                "factorized_random", "dense", "factorized_dense", "random+vanilla", "dense+vanilla"]
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "ppl": False}
 TASK_TITLES = {"translation": "Translation", "lm": "Language model"}
-# The headline table's columns per task (metric, header), and its names of the models.
+# Each task's main metric with its header in the headline table, and the table's model names.
 HEADLINE_METRICS = {"translation": ("bleu", "sacreBLEU"), "lm": ("ppl", "LM perplexity")}
 DISPLAY_NAMES = {"transformer": "Transformer", "lightconv": "LightConv",
                  "dynamicconv": "DynamicConv", "random": "Random", "fixed_random": "Fixed Random",
@@ -165,7 +165,7 @@ def significance(model, entry):
 
 
 def table(task, summary):
-    metric = "bleu" if task == "translation" else "ppl"
+    metric = HEADLINE_METRICS[task][0]
     label = "BLEU" if metric == "bleu" else "test perplexity"
     header = [f"| model | params | seeds | {label}: mean ± sd over seeds | "
               f"seed-averaged, 95% CI | vs Transformer (paired bootstrap) |"]

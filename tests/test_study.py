@@ -79,9 +79,7 @@ def kill_mid_training(args, save_dir: Path, budget: int):
     proc = start_study_until_checkpoint(args, save_dir)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    from study import resume_point
-
-    reached = resume_point(save_dir)
+    reached = study.resume_point(save_dir)
     assert INTERVAL <= reached < budget, f"the kill did not land mid-training ({reached})"
 
 
@@ -159,9 +157,7 @@ def test_stopping_the_runner_stops_its_training(study_data, tmp_path):
         assert not [pid for pid in trainers if alive(pid)], "fairseq-train outlived study.py"
         # The queued run never started; the stopped one resumes from its checkpoint.
         assert not (tmp_path / "stopped_checkpoints/translation/transformer").exists()
-        from study import resume_point
-
-        assert 2 * INTERVAL <= resume_point(save_dir) < budget, "training was not stopped"
+        assert 2 * INTERVAL <= study.resume_point(save_dir) < budget, "training was not stopped"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # orphans keep the group: none may outlive this
