@@ -34,13 +34,25 @@ MODEL_ORDER = ["transformer", "lightconv", "dynamicconv", "random", "fixed_rando
                "factorized_random", "dense", "factorized_dense", "random+vanilla", "dense+vanilla"]
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "ppl": False}
 TASK_TITLES = {"translation": "Translation", "lm": "Language model"}
-# Each task's main metric with its header in the headline table, and the table's model names.
-HEADLINE_METRICS = {"translation": ("bleu", "sacreBLEU"), "lm": ("ppl", "LM perplexity")}
+# Each task's main metric, its header in the headline table and whether the table shows its
+# seed-averaged 95% interval (a perplexity's is in results.md); and the table's model names.
+HEADLINE_METRICS = {"translation": ("bleu", "sacreBLEU", True),
+                    "lm": ("ppl", "LM perplexity", False)}
 DISPLAY_NAMES = {"transformer": "Transformer", "lightconv": "LightConv",
                  "dynamicconv": "DynamicConv", "random": "Random", "fixed_random": "Fixed Random",
                  "factorized_random": "Factorized Random", "dense": "Dense",
                  "factorized_dense": "Factorized Dense", "random+vanilla": "Random + Vanilla",
                  "dense+vanilla": "Dense + Vanilla"}
+# The paper's scores (Tay et al., ICML 2021: BLEU of base-size models on WMT'14 En-De, and
+# LM1B perplexity) beside the study's, with their gap to its Transformer: on other data only
+# the gaps compare. Models the paper does not report there are left blank, as are Dense and
+# Factorized Random on LM1B, which sources quote differently.
+PAPER_SCORES = {
+    "translation": ("paper, En-De", {"transformer": 27.67, "fixed_random": 23.89,
+                                     "random": 27.27, "dense": 27.43, "random+vanilla": 28.47}),
+    "lm": ("paper, LM1B", {"transformer": 38.21, "random": 40.60, "random+vanilla": 40.05,
+                           "dense+vanilla": 37.27}),
+}
 HEADLINE_BEGIN, HEADLINE_END = "<!-- study-results -->", "<!-- /study-results -->"
 # Flattening criterion for the baseline: its validation loss improved by less than this
 # fraction over the last quarter of its updates.
@@ -272,8 +284,8 @@ def examples(runs, out: Path, count: int):
 
 def headline(report):
     """The study's short table: one row per model, its score in each task (mean ± sd over
-    seeds, their number in brackets), the translation score's 95% interval, and the paired
-    test against the Transformer; above it, how many runs it covers."""
+    seeds, their number in brackets), the translation score's 95% interval, the paired test
+    against the Transformer and the paper's score; above it, how many runs it covers."""
     tasks = [task for task in HEADLINE_METRICS if task in report["summary"]]
     summaries = [report["summary"][task] for task in tasks]
     updates = sorted({u for summary in summaries for row in summary.values()
@@ -282,28 +294,41 @@ def headline(report):
     finished, pending = report["finished_runs"], report["pending_runs"]
     lines = [f"**{'Partial' if pending else 'Complete'}**: {finished} of {finished + pending} "
              f"runs, {budget} updates; mean ± sd over seeds (their number in brackets), paired "
-             f"bootstrap against the Transformer:", ""]
+             f"bootstrap against the Transformer, and the paper's score (its gap to the "
+             f"paper's Transformer):", ""]
     header, rule = ["model"], ["---"]
     for task in tasks:
-        header += [HEADLINE_METRICS[task][1]] + (["95% CI"] if task == "translation" else [])
-        header.append("vs Transformer")
-        rule += ["---:"] * (2 if task == "translation" else 1) + ["---"]
+        _, name, with_ci = HEADLINE_METRICS[task]
+        header += [name] + ["95% CI"] * with_ci + ["vs Transformer", PAPER_SCORES[task][0]]
+        rule += ["---:"] * (1 + with_ci) + ["---", "---:"]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
     for model in order({model: None for summary in summaries for model in summary}):
         cells = [DISPLAY_NAMES.get(model, model)]
         for task, summary in zip(tasks, summaries):
-            width = 3 if task == "translation" else 2
+            metric, _, with_ci = HEADLINE_METRICS[task]
             if model not in summary:
-                cells += [""] * width
-                continue
-            row = summary[model]
-            entry = row[HEADLINE_METRICS[task][0]]
-            cells.append(f"{mean_std(entry)} ({len(row['seeds'])})")
-            if task == "translation":
-                cells.append("[{:.2f}, {:.2f}]".format(*entry["ci95"]))
-            cells.append(significance(model, entry))
+                cells += [""] * (2 + with_ci)
+            else:
+                row = summary[model]
+                entry = row[metric]
+                cells.append(f"{mean_std(entry)} ({len(row['seeds'])})")
+                if with_ci:
+                    cells.append("[{:.2f}, {:.2f}]".format(*entry["ci95"]))
+                cells.append(significance(model, entry))
+            cells.append(paper_score(task, model))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def paper_score(task, model):
+    """The paper's score of ``model`` in ``task``'s table, with its gap to the paper's
+    Transformer; blank where the paper reports none."""
+    scores = PAPER_SCORES[task][1]
+    if model not in scores:
+        return ""
+    if model == BASELINE:
+        return f"{scores[model]:.2f}"
+    return f"{scores[model]:.2f} ({scores[model] - scores[BASELINE]:+.2f})"
 
 
 def with_headline(text: str, lines) -> str:

@@ -191,6 +191,11 @@ def test_grid_report_and_budget_extension(study_data, tmp_path):
     assert (f"| {summary['bleu']['mean']:.2f} ± {summary['bleu']['std']:.2f} (2) | "
             f"[{summary['bleu']['ci95'][0]:.2f}, {summary['bleu']['ci95'][1]:.2f}] | "
             f"{verdict['difference']:+.2f} (") in rows["Random"]
+    # Beside each task, the paper's score and its gap to the paper's Transformer (Tay et al.,
+    # 2021: WMT'14 En-De BLEU 27.27 against 27.67, LM1B perplexity 40.60 against 38.21).
+    assert " | 27.27 (-0.40) | " in rows["Random"]
+    assert rows["Random"].endswith(" | 40.60 (+2.39) |")
+    assert " | 27.67 | " in rows["Transformer"] and rows["Transformer"].endswith(" | 38.21 |")
     run = result(out, "lm/transformer/seed1")
     # Per-block statistics reproduce fairseq-eval-lm's perplexity.
     assert run["ppl_from_blocks"] == pytest.approx(run["ppl"], rel=1e-3)
